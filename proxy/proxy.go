@@ -1,0 +1,294 @@
+// Package proxy is the http.Handler of dinie-auth-proxy: it forwards an
+// application's requests to the Dinie API with the access token injected.
+//
+// Routing is httputil.ReverseProxy's Rewrite, which runs after hop-by-hop
+// headers are gone; the token is injected by a RoundTripper, so that every
+// failure, token or upstream, reaches the one ErrorHandler and becomes an
+// RFC 9457 problem.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+)
+
+// Config configures a Handler. Upstream and Tokens are required; every
+// other zero value picks the default its comment names.
+type Config struct {
+	// Upstream is the Dinie API base URL, path prefix included, e.g.
+	// https://api.dinie.com.br/api/v3.
+	Upstream *url.URL
+
+	// Tokens hands out the access token.
+	Tokens TokenSource
+
+	// Transport sends requests upstream. Nil means NewTransport with a 30 s
+	// response header timeout.
+	Transport http.RoundTripper
+
+	// UpstreamTimeout is only used to explain a 504 to the app.
+	UpstreamTimeout time.Duration
+
+	// MaxReplayBytes is the largest request body kept to replay the request
+	// after an upstream 401. Zero means 1 MiB; negative means never replay
+	// a request that has a body.
+	MaxReplayBytes int64
+
+	// Logger receives one access line per request. Nil means no logs.
+	Logger *zap.Logger
+
+	// Registerer receives the request metrics. Nil means they are not
+	// registered.
+	Registerer prometheus.Registerer
+}
+
+// Handler forwards requests to the upstream with the token injected. Create
+// it with New.
+type Handler struct {
+	upstream        *url.URL
+	prefix          string // upstream path prefix, without a trailing slash
+	escapedPrefix   string
+	upstreamTimeout time.Duration
+	log             *zap.Logger
+	rp              *httputil.ReverseProxy
+	instrumented    http.Handler
+}
+
+// New builds a Handler.
+func New(cfg Config) (*Handler, error) {
+	if cfg.Upstream == nil || (cfg.Upstream.Scheme != "http" && cfg.Upstream.Scheme != "https") || cfg.Upstream.Host == "" {
+		return nil, errors.New("proxy: upstream must be an absolute http(s) URL")
+	}
+	if cfg.Tokens == nil {
+		return nil, errors.New("proxy: no token source")
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	h := &Handler{
+		upstream:        cfg.Upstream,
+		prefix:          strings.TrimSuffix(cfg.Upstream.Path, "/"),
+		escapedPrefix:   strings.TrimSuffix(cfg.Upstream.EscapedPath(), "/"),
+		upstreamTimeout: cfg.UpstreamTimeout,
+		log:             cfg.Logger,
+	}
+	if h.log == nil {
+		h.log = zap.NewNop()
+	}
+	if h.upstreamTimeout == 0 {
+		h.upstreamTimeout = 30 * time.Second
+	}
+	base := cfg.Transport
+	if base == nil {
+		base = NewTransport(TransportConfig{ResponseHeaderTimeout: h.upstreamTimeout})
+	}
+	maxReplay := cfg.MaxReplayBytes
+	if maxReplay == 0 {
+		maxReplay = 1 << 20
+	}
+	h.rp = &httputil.ReverseProxy{
+		Rewrite:      h.rewrite,
+		Transport:    &authTransport{base: base, tokens: cfg.Tokens, maxReplay: maxReplay, metrics: m},
+		ErrorHandler: h.proxyError,
+		ErrorLog:     zap.NewStdLog(h.log.Named("reverseproxy")),
+	}
+	h.instrumented = promhttp.InstrumentHandlerInFlight(m.inFlight,
+		promhttp.InstrumentHandlerDuration(m.duration,
+			promhttp.InstrumentHandlerCounter(m.requests, http.HandlerFunc(h.serve))))
+	return h, nil
+}
+
+// ServeHTTP forwards r upstream, or answers with a problem when the request
+// cannot or must not be forwarded.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.instrumented.ServeHTTP(w, r)
+}
+
+type stateKey struct{}
+
+// requestState carries what the transport learns about a request back to
+// the access log.
+type requestState struct {
+	retried bool
+}
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w}
+	id := r.Header.Get("X-Request-Id")
+	if id == "" {
+		id = newRequestID()
+		r.Header.Set("X-Request-Id", id)
+	}
+	state := &requestState{}
+	switch route(r, h.upstream) {
+	case refuseConnect:
+		writeProblem(rec, http.StatusMethodNotAllowed, CodeConnectNotSupported,
+			"CONNECT tunnels TLS, which cannot carry an injected token: use the http scheme with HTTP_PROXY, or this proxy as the base URL")
+	case refuseHost:
+		writeProblem(rec, http.StatusForbidden, CodeHostNotAllowed,
+			fmt.Sprintf("this proxy only forwards to %s, not to %s", h.upstream.Hostname(), r.URL.Hostname()))
+	default:
+		h.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), stateKey{}, state)))
+	}
+	h.log.Info("request",
+		zap.String("method", r.Method),
+		zap.String("path", r.URL.Path),
+		zap.Int("status", rec.status()),
+		zap.Duration("duration", time.Since(start)),
+		zap.Int64("bytes", rec.bytes),
+		zap.String("request_id", id),
+		zap.Bool("retried_401", state.retried))
+}
+
+func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
+	out := pr.Out
+	out.URL.Scheme = h.upstream.Scheme
+	out.URL.Host = h.upstream.Host
+	if !pr.In.URL.IsAbs() {
+		out.URL.Path, out.URL.RawPath = upstreamPath(h.prefix, h.escapedPrefix, pr.In.URL)
+	}
+	out.Host = "" // the Host header is the upstream's
+	out.Header.Del("Authorization")
+	out.Header.Del("Proxy-Authorization")
+}
+
+// proxyError is the one place where a failure becomes the app's answer.
+func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	status, code, detail := h.classify(r, err)
+	h.log.Warn("proxy error",
+		zap.String("code", code),
+		zap.String("request_id", r.Header.Get("X-Request-Id")),
+		zap.Error(err))
+	if status == statusClientClosedRequest {
+		w.WriteHeader(status)
+		return
+	}
+	writeProblem(w, status, code, detail)
+}
+
+func (h *Handler) classify(r *http.Request, err error) (status int, code, detail string) {
+	if te, ok := errors.AsType[*tokenError](err); ok {
+		return http.StatusServiceUnavailable, CodeTokenUnavailable, te.Error()
+	}
+	if r.Context().Err() != nil {
+		return statusClientClosedRequest, "client_closed_request", ""
+	}
+	if op, ok := errors.AsType[*net.OpError](err); ok && op.Op == "dial" {
+		return http.StatusBadGateway, CodeUpstreamUnreachable, "cannot connect to the upstream: " + op.Err.Error()
+	}
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+		return http.StatusGatewayTimeout, CodeUpstreamTimeout,
+			fmt.Sprintf("the upstream did not answer within %v", h.upstreamTimeout)
+	}
+	return http.StatusBadGateway, CodeUpstreamUnreachable, "the upstream closed the connection before answering: " + err.Error()
+}
+
+func newRequestID() string {
+	// Unique enough to find a request in the logs; not a secret.
+	return strconv.FormatUint(rand.Uint64(), 16)
+}
+
+// recorder remembers the status and size of an answer for the access log.
+type recorder struct {
+	http.ResponseWriter
+	code  int
+	bytes int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if r.code == 0 {
+		r.code = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(p)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *recorder) status() int {
+	if r.code == 0 {
+		return http.StatusOK
+	}
+	return r.code
+}
+
+// Unwrap lets http.ResponseController reach Flush, which streaming
+// responses (Server-Sent Events) need.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// Flush is for callers that only know the http.Flusher interface.
+func (r *recorder) Flush() { _ = http.NewResponseController(r.ResponseWriter).Flush() }
+
+type metrics struct {
+	requests      *prometheus.CounterVec
+	duration      *prometheus.HistogramVec
+	inFlight      prometheus.Gauge
+	retries       prometheus.Counter
+	rateLimit     prometheus.Gauge
+	rateRemaining prometheus.Gauge
+	rateReset     prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dinie_proxy_requests_total",
+			Help: "Proxied requests by method and status, the proxy's own error answers included.",
+		}, []string{"method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "dinie_proxy_request_duration_seconds",
+			Help:    "Time to answer proxied requests, by method and status.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"method", "code"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dinie_proxy_requests_in_flight",
+			Help: "Proxied requests being served.",
+		}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dinie_proxy_upstream_401_retries_total",
+			Help: "Requests sent again with a fresh token after the upstream answered 401.",
+		}),
+		rateLimit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dinie_proxy_upstream_ratelimit_limit",
+			Help: "The upstream's latest X-RateLimit-Limit.",
+		}),
+		rateRemaining: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dinie_proxy_upstream_ratelimit_remaining",
+			Help: "The upstream's latest X-RateLimit-Remaining.",
+		}),
+		rateReset: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dinie_proxy_upstream_ratelimit_reset_timestamp_seconds",
+			Help: "The upstream's latest X-RateLimit-Reset, a Unix time.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.retries, m.rateLimit, m.rateRemaining, m.rateReset} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("proxy: register metrics: %w", err)
+		}
+	}
+	return m, nil
+}

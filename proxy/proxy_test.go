@@ -1,0 +1,536 @@
+package proxy_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/dinie/dinie-auth-proxy/proxy"
+	"github.com/dinie/dinie-auth-proxy/tokencache"
+)
+
+// seen is what the fake upstream received.
+type seen struct {
+	Method, Path, RawPath, Query, Host, Auth, ProxyAuth, RequestID, Body string
+	Header                                                               http.Header
+}
+
+// env is a proxy in front of a fake Dinie: a token endpoint and an API.
+type env struct {
+	proxy    *httptest.Server
+	upstream *httptest.Server
+	tokenEP  *httptest.Server
+	reg      *prometheus.Registry
+	fetches  atomic.Int64
+	calls    atomic.Int64
+
+	mu   sync.Mutex
+	seen []seen
+	// api answers upstream requests; the default echoes 200.
+	api func(w http.ResponseWriter, r *http.Request, s seen)
+}
+
+type envOption func(*proxy.Config, *tokencache.Config)
+
+func newEnv(t *testing.T, tls bool, opts ...envOption) *env {
+	t.Helper()
+	e := &env{reg: prometheus.NewRegistry()}
+	e.api = func(w http.ResponseWriter, r *http.Request, s seen) { io.WriteString(w, "ok") }
+	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.calls.Add(1)
+		body, _ := io.ReadAll(r.Body)
+		s := seen{r.Method, r.URL.Path, r.URL.RawPath, r.URL.RawQuery, r.Host, r.Header.Get("Authorization"),
+			r.Header.Get("Proxy-Authorization"), r.Header.Get("X-Request-Id"), string(body), r.Header.Clone()}
+		e.mu.Lock()
+		e.seen = append(e.seen, s)
+		handler := e.api
+		e.mu.Unlock()
+		handler(w, r, s)
+	})
+	if tls {
+		e.upstream = httptest.NewTLSServer(api)
+	} else {
+		e.upstream = httptest.NewServer(api)
+	}
+	t.Cleanup(e.upstream.Close)
+	e.tokenEP = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := e.fetches.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"access_token":"fake-token-%d","token_type":"bearer","expires_in":3600}`, n)
+	}))
+	t.Cleanup(e.tokenEP.Close)
+
+	up, _ := url.Parse(e.upstream.URL + "/api/v3")
+	pcfg := proxy.Config{Upstream: up, Registerer: e.reg, UpstreamTimeout: 5 * time.Second}
+	if tls {
+		pcfg.Transport = e.upstream.Client().Transport
+	}
+	tcfg := tokencache.Config{TokenURL: e.tokenEP.URL + "/auth/token", ClientID: "fake-id", ClientSecret: "fake-secret"}
+	for _, o := range opts {
+		o(&pcfg, &tcfg)
+	}
+	cache, err := tokencache.New(tcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcfg.Tokens = cache
+	h, err := proxy.New(pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.proxy = httptest.NewServer(h)
+	t.Cleanup(e.proxy.Close)
+	return e
+}
+
+func (e *env) setAPI(f func(w http.ResponseWriter, r *http.Request, s seen)) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.api = f
+}
+
+func (e *env) last(t *testing.T) seen {
+	t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.seen) == 0 {
+		t.Fatal("the upstream received nothing")
+	}
+	return e.seen[len(e.seen)-1]
+}
+
+func do(t *testing.T, client *http.Client, method, target string, body io.Reader, header ...string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, target, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+func noRedirects() *http.Client {
+	return &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+func TestBaseURLMode(t *testing.T) {
+	tests := []struct {
+		target, wantPath, wantRawPath, wantQuery string
+	}{
+		{"/customers?limit=10", "/api/v3/customers", "", "limit=10"},
+		{"/api/v3/customers?limit=10", "/api/v3/customers", "", "limit=10"},
+		{"/api/v3", "/api/v3", "", ""},
+		{"/", "/api/v3/", "", ""},
+		{"/api/v3x/y", "/api/v3/api/v3x/y", "", ""},
+		{"/files/a%2Fb", "/api/v3/files/a/b", "/api/v3/files/a%2Fb", ""},
+	}
+	e := newEnv(t, true)
+	for _, tt := range tests {
+		t.Run(tt.target, func(t *testing.T) {
+			resp, _ := do(t, http.DefaultClient, "GET", e.proxy.URL+tt.target, nil)
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			s := e.last(t)
+			if s.Path != tt.wantPath || s.RawPath != tt.wantRawPath || s.Query != tt.wantQuery {
+				t.Errorf("upstream saw path %q raw %q query %q, want %q %q %q", s.Path, s.RawPath, s.Query, tt.wantPath, tt.wantRawPath, tt.wantQuery)
+			}
+			if s.Auth != "Bearer fake-token-1" {
+				t.Error("upstream did not get the Bearer token")
+			}
+			if s.Host != strings.TrimPrefix(e.upstream.URL, "https://") {
+				t.Errorf("Host = %q, want the upstream's", s.Host)
+			}
+		})
+	}
+}
+
+func TestInboundCredentialsAndHopByHopHeadersAreDropped(t *testing.T) {
+	e := newEnv(t, false)
+	do(t, http.DefaultClient, "GET", e.proxy.URL+"/customers", nil,
+		"Authorization", "Bearer fake-app-token",
+		"Proxy-Authorization", "Basic fake-proxy-credentials",
+		"Connection", "X-Hop",
+		"X-Hop", "1",
+		"X-Kept", "1")
+	s := e.last(t)
+	if s.Auth != "Bearer fake-token-1" || s.ProxyAuth != "" {
+		t.Error("inbound credentials reached the upstream")
+	}
+	if s.Header.Get("X-Hop") != "" || s.Header.Get("X-Kept") != "1" {
+		t.Errorf("hop-by-hop handling wrong: X-Hop=%q X-Kept=%q", s.Header.Get("X-Hop"), s.Header.Get("X-Kept"))
+	}
+}
+
+func TestHTTPProxyMode(t *testing.T) {
+	e := newEnv(t, true)
+	up, _ := url.Parse(e.upstream.URL)
+	proxyURL, _ := url.Parse(e.proxy.URL)
+	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}}
+
+	// The app keeps Dinie's URL with the http scheme; we forward over HTTPS
+	// to the upstream's port.
+	resp, _ := do(t, client, "GET", "http://"+strings.ToUpper(up.Hostname())+"/api/v3/customers?limit=1", nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if s := e.last(t); s.Path != "/api/v3/customers" || s.Query != "limit=1" || s.Auth != "Bearer fake-token-1" {
+		t.Errorf("upstream saw %s?%s", s.Path, s.Query)
+	}
+
+	// Any other host is refused, and nothing leaves.
+	var stolen atomic.Int64
+	other := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { stolen.Add(1) }))
+	defer other.Close()
+	before := e.calls.Load()
+	resp, body := do(t, client, "GET", other.URL+"/api/v3/customers", nil)
+	assertProblem(t, resp, body, 403, proxy.CodeHostNotAllowed)
+	if stolen.Load() != 0 || e.calls.Load() != before {
+		t.Error("a request for another host was forwarded")
+	}
+}
+
+func TestCONNECTIsRefused(t *testing.T) {
+	e := newEnv(t, false)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.proxy.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprint(conn, "CONNECT api.dinie.com.br:443 HTTP/1.1\r\nHost: api.dinie.com.br:443\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: "CONNECT"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	assertProblem(t, resp, string(body), 405, proxy.CodeConnectNotSupported)
+}
+
+func assertProblem(t *testing.T, resp *http.Response, body string, status int, code string) {
+	t.Helper()
+	if resp.StatusCode != status {
+		t.Errorf("status = %d, want %d", resp.StatusCode, status)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
+		t.Errorf("Content-Type = %q", ct)
+	}
+	var p struct {
+		Type, Title, Detail, Code string
+		Status                    int
+	}
+	if err := json.Unmarshal([]byte(body), &p); err != nil {
+		t.Fatalf("body is not JSON: %v", err)
+	}
+	if p.Code != code || p.Status != status || p.Type == "" || p.Title == "" || p.Detail == "" {
+		t.Errorf("problem = %+v, want code %s status %d with type, title, detail", p, code, status)
+	}
+}
+
+func TestErrorsAreProblems(t *testing.T) {
+	t.Run("502 upstream closed before answering", func(t *testing.T) {
+		e := newEnv(t, false)
+		e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
+			conn, _, _ := http.NewResponseController(w).Hijack()
+			conn.Close()
+		})
+		resp, body := do(t, http.DefaultClient, "GET", e.proxy.URL+"/customers", nil)
+		assertProblem(t, resp, body, 502, proxy.CodeUpstreamUnreachable)
+	})
+	t.Run("502 upstream refuses connections", func(t *testing.T) {
+		e := newEnv(t, false)
+		e.upstream.Close()
+		resp, body := do(t, http.DefaultClient, "GET", e.proxy.URL+"/customers", nil)
+		assertProblem(t, resp, body, 502, proxy.CodeUpstreamUnreachable)
+	})
+	t.Run("503 credentials rejected", func(t *testing.T) {
+		e := newEnv(t, false)
+		e.tokenEP.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(401)
+			io.WriteString(w, `{"type":"about:blank","title":"Unauthorized","status":401,"detail":"fake","code":"invalid_client"}`)
+		})
+		resp, body := do(t, http.DefaultClient, "GET", e.proxy.URL+"/customers", nil)
+		assertProblem(t, resp, body, 503, proxy.CodeTokenUnavailable)
+		if !strings.Contains(body, "credentials rejected") {
+			t.Errorf("detail does not say why: %s", body)
+		}
+		if e.calls.Load() != 0 {
+			t.Error("the request went upstream without a token")
+		}
+	})
+	t.Run("504 upstream too slow", func(t *testing.T) {
+		release := make(chan struct{})
+		e := newEnv(t, false, func(p *proxy.Config, _ *tokencache.Config) {
+			p.Transport = proxy.NewTransport(proxy.TransportConfig{ResponseHeaderTimeout: 50 * time.Millisecond})
+		})
+		defer close(release)
+		e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) { <-release })
+		resp, body := do(t, http.DefaultClient, "GET", e.proxy.URL+"/customers", nil)
+		assertProblem(t, resp, body, 504, proxy.CodeUpstreamTimeout)
+	})
+}
+
+func TestUpstream401IsRetriedOnceWithAFreshToken(t *testing.T) {
+	tests := []struct {
+		name   string
+		method string
+		body   string
+	}{
+		{"GET", "GET", ""},
+		{"POST with body", "POST", `{"amount":1000}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, false)
+			e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
+				if s.Auth == "Bearer fake-token-1" {
+					w.WriteHeader(401)
+					io.WriteString(w, `{"code":"token_expired"}`)
+					return
+				}
+				io.WriteString(w, "ok:"+s.Body)
+			})
+			resp, body := do(t, http.DefaultClient, tt.method, e.proxy.URL+"/charges", strings.NewReader(tt.body))
+			if resp.StatusCode != 200 || body != "ok:"+tt.body {
+				t.Fatalf("app got %d %q, want 200 with the body replayed", resp.StatusCode, body)
+			}
+			if e.calls.Load() != 2 || e.fetches.Load() != 2 {
+				t.Errorf("upstream calls = %d, token fetches = %d; want 2 and 2", e.calls.Load(), e.fetches.Load())
+			}
+			if v := value(t, e.reg, "dinie_proxy_upstream_401_retries_total"); v != 1 {
+				t.Errorf("retries metric = %v, want 1", v)
+			}
+		})
+	}
+}
+
+func TestSecond401GoesToTheApp(t *testing.T) {
+	e := newEnv(t, false)
+	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) { w.WriteHeader(401) })
+	resp, _ := do(t, http.DefaultClient, "POST", e.proxy.URL+"/charges", strings.NewReader("x"))
+	if resp.StatusCode != 401 {
+		t.Errorf("status = %d, want 401", resp.StatusCode)
+	}
+	if e.calls.Load() != 2 {
+		t.Errorf("upstream calls = %d, want 2: one try and one retry, never a loop", e.calls.Load())
+	}
+}
+
+func TestBodyOverReplayBoundStreamsAndIsNotRetried(t *testing.T) {
+	e := newEnv(t, false, func(p *proxy.Config, _ *tokencache.Config) { p.MaxReplayBytes = 1024 })
+	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) { w.WriteHeader(401) })
+	big := strings.Repeat("x", 4096)
+	resp, _ := do(t, http.DefaultClient, "POST", e.proxy.URL+"/uploads", io.MultiReader(strings.NewReader(big))) // unknown length
+	if resp.StatusCode != 401 {
+		t.Errorf("status = %d, want the upstream's 401", resp.StatusCode)
+	}
+	if e.calls.Load() != 1 {
+		t.Errorf("upstream calls = %d, want 1", e.calls.Load())
+	}
+	if s := e.last(t); s.Body != big {
+		t.Errorf("upstream got %d bytes, want %d", len(s.Body), len(big))
+	}
+}
+
+func Test401StormCausesOneRefetch(t *testing.T) {
+	e := newEnv(t, false)
+	var gate sync.WaitGroup
+	gate.Add(1)
+	// Every request holds token 1 before any of the 401s lands.
+	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
+		if s.Auth == "Bearer fake-token-1" {
+			gate.Wait()
+			w.WriteHeader(401)
+		}
+	})
+	const n = 100
+	var wg sync.WaitGroup
+	var bad atomic.Int64
+	for range n {
+		wg.Go(func() {
+			resp, err := http.Get(e.proxy.URL + "/customers")
+			if err != nil || resp.StatusCode != 200 {
+				bad.Add(1)
+			}
+			if resp != nil {
+				resp.Body.Close()
+			}
+		})
+	}
+	waitFor(t, "all requests upstream", func() bool { return e.calls.Load() >= n })
+	gate.Done()
+	wg.Wait()
+	if bad.Load() != 0 {
+		t.Errorf("%d requests failed", bad.Load())
+	}
+	if f := e.fetches.Load(); f != 2 {
+		t.Errorf("token fetches = %d, want 2: one at start, one after the storm", f)
+	}
+}
+
+func TestRedirectsArePassedBack(t *testing.T) {
+	e := newEnv(t, false)
+	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
+		if s.Path == "/api/v3/old" {
+			http.Redirect(w, r, "https://elsewhere.example/new", http.StatusFound)
+		}
+	})
+	resp, _ := do(t, noRedirects(), "GET", e.proxy.URL+"/old", nil)
+	if resp.StatusCode != 302 || resp.Header.Get("Location") != "https://elsewhere.example/new" {
+		t.Errorf("got %d Location %q, want the 302 passed back", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if e.calls.Load() != 1 {
+		t.Errorf("upstream calls = %d, want 1: redirects are not followed", e.calls.Load())
+	}
+}
+
+func TestRequestIDIsPassedOrGenerated(t *testing.T) {
+	e := newEnv(t, false)
+	do(t, http.DefaultClient, "GET", e.proxy.URL+"/a", nil, "X-Request-Id", "req-123")
+	if id := e.last(t).RequestID; id != "req-123" {
+		t.Errorf("X-Request-Id = %q, want it passed on", id)
+	}
+	do(t, http.DefaultClient, "GET", e.proxy.URL+"/b", nil)
+	if id := e.last(t).RequestID; id == "" {
+		t.Error("no X-Request-Id generated")
+	}
+}
+
+func TestServerSentEventsAreFlushedAsTheyArrive(t *testing.T) {
+	e := newEnv(t, false)
+	release := make(chan struct{})
+	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: first\n\n")
+		http.NewResponseController(w).Flush()
+		<-release
+		io.WriteString(w, "data: second\n\n")
+	})
+	resp, err := http.Get(e.proxy.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	first := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(resp.Body).ReadString('\n')
+		first <- line
+	}()
+	select {
+	case line := <-first:
+		if line != "data: first\n" {
+			t.Errorf("first line = %q", line)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the first event was held back until the stream ended")
+	}
+	close(release)
+}
+
+func TestRateLimitGauges(t *testing.T) {
+	e := newEnv(t, false)
+	headers := map[string]string{}
+	var mu sync.Mutex
+	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
+		mu.Lock()
+		defer mu.Unlock()
+		for k, v := range headers {
+			w.Header().Set(k, v)
+		}
+	})
+	send := func(h map[string]string) {
+		mu.Lock()
+		headers = h
+		mu.Unlock()
+		do(t, http.DefaultClient, "GET", e.proxy.URL+"/x", nil)
+	}
+	check := func(step string, limit, remaining, reset float64) {
+		t.Helper()
+		for name, want := range map[string]float64{
+			"dinie_proxy_upstream_ratelimit_limit":                   limit,
+			"dinie_proxy_upstream_ratelimit_remaining":               remaining,
+			"dinie_proxy_upstream_ratelimit_reset_timestamp_seconds": reset,
+		} {
+			if got := value(t, e.reg, name); got != want {
+				t.Errorf("%s: %s = %v, want %v", step, name, got, want)
+			}
+		}
+	}
+	send(map[string]string{"X-RateLimit-Limit": "1000", "X-RateLimit-Remaining": "999", "X-RateLimit-Reset": "1772366400"})
+	check("present", 1000, 999, 1772366400)
+	send(map[string]string{})
+	check("absent", 1000, 999, 1772366400)
+	send(map[string]string{"X-RateLimit-Limit": "lots", "X-RateLimit-Remaining": "-1", "X-RateLimit-Reset": "NaN"})
+	check("malformed", 1000, 999, 1772366400)
+	send(map[string]string{"X-RateLimit-Remaining": "998"})
+	check("partial", 1000, 998, 1772366400)
+}
+
+func TestRequestMetrics(t *testing.T) {
+	e := newEnv(t, false)
+	do(t, http.DefaultClient, "GET", e.proxy.URL+"/a", nil)
+	proxyURL, _ := url.Parse(e.proxy.URL)
+	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}}
+	do(t, client, "GET", "http://forbidden.example/api/v3/a", nil)
+	want := `
+# HELP dinie_proxy_requests_total Proxied requests by method and status, the proxy's own error answers included.
+# TYPE dinie_proxy_requests_total counter
+dinie_proxy_requests_total{code="200",method="get"} 1
+dinie_proxy_requests_total{code="403",method="get"} 1
+`
+	if err := testutil.GatherAndCompare(e.reg, strings.NewReader(want), "dinie_proxy_requests_total"); err != nil {
+		t.Error(err)
+	}
+	if n, _ := testutil.GatherAndCount(e.reg, "dinie_proxy_request_duration_seconds"); n != 2 {
+		t.Errorf("duration series = %d, want 2", n)
+	}
+}
+
+// value reads the single unlabelled series name from reg.
+func value(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			m := mf.GetMetric()[0]
+			return m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
