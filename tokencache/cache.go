@@ -252,6 +252,9 @@ func (c *Cache) Invalidate(value string) bool {
 	}
 	c.current.Store(nil)
 	c.mu.Unlock()
+	// Zero, not the old expiry: dashboards and alerts must see that no
+	// token is held until the next fetch succeeds.
+	c.metrics.expiry.Set(0)
 	c.log.Info("token invalidated after an upstream 401", zap.String("token_id", t.id))
 	c.poke()
 	return true

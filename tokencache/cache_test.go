@@ -530,6 +530,10 @@ func TestInvalidateIsCompareAndClear(t *testing.T) {
 		t.Errorf("fetches = %d, want 2", n)
 	}
 
+	if n, _ := testutil.GatherAndCount(f.reg, "dinie_proxy_token_expiry_timestamp_seconds"); n != 1 {
+		t.Error("expiry gauge missing")
+	}
+
 	// A late 401 for the old token must not evict the new one.
 	if f.cache.Invalidate(first) {
 		t.Error("stale Invalidate dropped the current token")

@@ -1,0 +1,310 @@
+package main
+
+import (
+	"bytes"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/viper"
+)
+
+// config is the validated configuration. Only this file knows viper; the
+// packages take plain values.
+type config struct {
+	upstreamURL      *url.URL
+	upstreamTimeout  time.Duration
+	rootCAs          *x509.CertPool // nil: the system roots
+	maxReplayBytes   int64
+	tokenURL         string
+	clientID         string
+	clientIDFile     string
+	clientSecret     string
+	clientSecretFile string
+	refreshBefore    time.Duration
+	listenProxy      string
+	listenAdmin      string
+	logLevel         string
+	logFormat        string
+	shutdownTimeout  time.Duration
+}
+
+// key is one configuration key, as SPEC.md lists them.
+type key struct {
+	name   string
+	def    string
+	usage  string
+	secret bool // its value is never echoed
+}
+
+var keys = []key{
+	{name: "upstream.url", def: "https://api.dinie.com.br/api/v3", usage: "base URL of the Dinie API, path prefix included"},
+	{name: "upstream.timeout", def: "30s", usage: "time to wait for the upstream's response headers"},
+	{name: "upstream.ca_file", usage: "PEM bundle to trust for the upstream and the token endpoint, in addition to the system roots"},
+	{name: "upstream.max_replay_bytes", def: "1048576", usage: "largest request body kept to replay a request after an upstream 401; 0 disables the replay of bodies"},
+	{name: "auth.token_url", usage: "token endpoint (default <upstream.url>/auth/token)"},
+	{name: "auth.client_id", usage: "client id"},
+	{name: "auth.client_id_file", usage: "file holding the client id"},
+	{name: "auth.client_secret", usage: "client secret", secret: true},
+	{name: "auth.client_secret_file", usage: "file holding the client secret; re-read when it changes"},
+	{name: "auth.refresh_before", def: "5m", usage: "refresh the token when it has this much lifetime left"},
+	{name: "listen.proxy", def: "127.0.0.1:8080", usage: "address applications connect to"},
+	{name: "listen.admin", def: "127.0.0.1:9090", usage: "address of /metrics, /healthz and /readyz"},
+	{name: "log.level", def: "info", usage: "debug, info, warn or error"},
+	{name: "log.format", def: "json", usage: "json or console"},
+	{name: "shutdown.timeout", def: "25s", usage: "how long in-flight requests may finish after SIGTERM"},
+}
+
+// envName is the environment variable of a key: auth.client_secret is
+// DINIE_PROXY_AUTH_CLIENT_SECRET.
+func envName(k string) string {
+	return "DINIE_PROXY_" + strings.ToUpper(strings.ReplaceAll(k, ".", "_"))
+}
+
+// options are the command line's switches, apart from the keys.
+type options struct {
+	configFile string
+	version    bool
+	demo       bool
+}
+
+// configError is invalid configuration: exit status 2.
+type configError struct{ msg string }
+
+func (e *configError) Error() string { return e.msg }
+
+func invalid(k, format string, args ...any) error {
+	return &configError{msg: k + ": " + fmt.Sprintf(format, args...)}
+}
+
+// loadConfig merges, lowest precedence first, the defaults, the YAML file,
+// the environment and the flags; an empty value counts as unset. The demo
+// needs no credentials, so it skips their check.
+func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (config, options, error) {
+	var opts options
+	fs := flag.NewFlagSet("dinie-auth-proxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&opts.configFile, "config", "", "YAML configuration file (or DINIE_PROXY_CONFIG)")
+	fs.BoolVar(&opts.version, "version", false, "print the version and exit")
+	fs.BoolVar(&opts.demo, "demo", false, "run against a built-in mock of the Dinie API; no credentials needed")
+	flagValues := map[string]*string{}
+	for _, k := range keys {
+		flagValues[k.name] = fs.String(k.name, "", fmt.Sprintf("%s (env %s)", k.usage, envName(k.name)))
+	}
+	if err := fs.Parse(args); err != nil {
+		return config{}, opts, &configError{msg: err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return config{}, opts, &configError{msg: fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	if opts.version {
+		return config{}, opts, nil
+	}
+
+	v := viper.New()
+	for _, k := range keys {
+		v.SetDefault(k.name, k.def)
+	}
+	if opts.configFile == "" {
+		opts.configFile = getenv("DINIE_PROXY_CONFIG")
+	}
+	if opts.configFile != "" {
+		if err := readConfigFile(v, opts.configFile); err != nil {
+			return config{}, opts, err
+		}
+	}
+	// Set is viper's top layer, so applying the environment and then the
+	// flags gives each its precedence.
+	for _, k := range keys {
+		if val := getenv(envName(k.name)); val != "" {
+			v.Set(k.name, val)
+		}
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if p, ok := flagValues[f.Name]; ok && *p != "" {
+			v.Set(f.Name, *p)
+		}
+	})
+	if opts.demo {
+		// The demo brings its own Dinie; run points the proxy at it.
+		for k, val := range map[string]string{
+			"upstream.url": "http://127.0.0.1/api/v3", "upstream.ca_file": "", "auth.token_url": "",
+			"auth.client_id": demoClientID, "auth.client_id_file": "",
+			"auth.client_secret": demoClientSecret, "auth.client_secret_file": "",
+		} {
+			v.Set(k, val)
+		}
+	}
+	cfg, err := validate(v)
+	return cfg, opts, err
+}
+
+func readConfigFile(v *viper.Viper, path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return &configError{msg: fmt.Sprintf("config file: %v", err)}
+	}
+	v.SetConfigType("yaml")
+	if err := v.ReadConfig(bytes.NewReader(b)); err != nil {
+		return &configError{msg: fmt.Sprintf("config file %s: %v", path, err)}
+	}
+	// A typo must not be silently ignored: an unknown key would leave its
+	// intended setting at the default.
+	for _, k := range v.AllKeys() {
+		if !slices.ContainsFunc(keys, func(known key) bool { return known.name == k }) {
+			return invalid(k, "unknown key in %s", path)
+		}
+	}
+	return nil
+}
+
+// lookup returns a key's value; a key set to an empty value falls back to the
+// default.
+func lookup(v *viper.Viper, k string) string {
+	if s := strings.TrimSpace(v.GetString(k)); s != "" {
+		return s
+	}
+	for _, known := range keys {
+		if known.name == k {
+			return known.def
+		}
+	}
+	return ""
+}
+
+func validate(v *viper.Viper) (config, error) {
+	var cfg config
+	var errs []error
+	check := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	var err error
+	cfg.upstreamURL, err = httpURL("upstream.url", lookup(v, "upstream.url"))
+	check(err)
+	cfg.upstreamTimeout, err = positiveDuration(v, "upstream.timeout")
+	check(err)
+	cfg.refreshBefore, err = positiveDuration(v, "auth.refresh_before")
+	check(err)
+	cfg.shutdownTimeout, err = positiveDuration(v, "shutdown.timeout")
+	check(err)
+	if f := lookup(v, "upstream.ca_file"); f != "" {
+		cfg.rootCAs, err = loadRootCAs(f)
+		check(err)
+	}
+	cfg.maxReplayBytes, err = strconv.ParseInt(lookup(v, "upstream.max_replay_bytes"), 10, 64)
+	if err != nil || cfg.maxReplayBytes < 0 {
+		check(invalid("upstream.max_replay_bytes", "%q is not a number of bytes", lookup(v, "upstream.max_replay_bytes")))
+	}
+	if cfg.maxReplayBytes == 0 {
+		cfg.maxReplayBytes = -1 // the proxy's "never"
+	}
+
+	cfg.tokenURL = lookup(v, "auth.token_url")
+	if cfg.tokenURL == "" && cfg.upstreamURL != nil {
+		cfg.tokenURL = strings.TrimSuffix(cfg.upstreamURL.String(), "/") + "/auth/token"
+	}
+	if _, err := httpURL("auth.token_url", cfg.tokenURL); err != nil && cfg.upstreamURL != nil {
+		check(err)
+	}
+	cfg.clientID, cfg.clientIDFile, err = credential(v, "auth.client_id")
+	check(err)
+	cfg.clientSecret, cfg.clientSecretFile, err = credential(v, "auth.client_secret")
+	check(err)
+
+	cfg.listenProxy, err = listenAddr(v, "listen.proxy")
+	check(err)
+	cfg.listenAdmin, err = listenAddr(v, "listen.admin")
+	check(err)
+	cfg.logLevel = lookup(v, "log.level")
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, cfg.logLevel) {
+		check(invalid("log.level", "%q is not one of debug, info, warn, error", cfg.logLevel))
+	}
+	cfg.logFormat = lookup(v, "log.format")
+	if cfg.logFormat != "json" && cfg.logFormat != "console" {
+		check(invalid("log.format", "%q is not json or console", cfg.logFormat))
+	}
+	if len(errs) > 0 {
+		// One line, naming the first problem: the rest are usually its echo.
+		return config{}, errs[0]
+	}
+	return cfg, nil
+}
+
+func httpURL(k, raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, invalid(k, "%q is not an absolute http(s) URL", raw)
+	}
+	if u.User != nil {
+		return nil, invalid(k, "must not carry credentials in the URL")
+	}
+	return u, nil
+}
+
+func positiveDuration(v *viper.Viper, k string) (time.Duration, error) {
+	s := lookup(v, k)
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, invalid(k, "%q is not a positive duration such as 30s or 5m", s)
+	}
+	return d, nil
+}
+
+func listenAddr(v *viper.Viper, k string) (string, error) {
+	s := lookup(v, k)
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", invalid(k, "%q is not host:port", s)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return "", invalid(k, "%q has no valid port", s)
+	}
+	return s, nil
+}
+
+// credential reads k or k_file: exactly one must be set. Values are never
+// echoed; a file must be readable and not empty.
+func credential(v *viper.Viper, k string) (value, file string, err error) {
+	value, file = lookup(v, k), lookup(v, k+"_file")
+	switch {
+	case value != "" && file != "":
+		return "", "", invalid(k, "set either %s or %s_file, not both", k, k)
+	case value == "" && file == "":
+		return "", "", invalid(k, "required: set %s, %s_file, or %s", k, k, envName(k+"_file"))
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", "", invalid(k+"_file", "cannot read %s: %v", file, errors.Unwrap(err))
+		}
+		if len(bytes.TrimSpace(b)) == 0 {
+			return "", "", invalid(k+"_file", "%s is empty", file)
+		}
+	}
+	return value, file, nil
+}
+
+func loadRootCAs(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, invalid("upstream.ca_file", "cannot read %s: %v", file, errors.Unwrap(err))
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, invalid("upstream.ca_file", "%s holds no PEM certificate", file)
+	}
+	return pool, nil
+}

@@ -1,0 +1,211 @@
+// Command dinie-auth-proxy is a sidecar that lets any application call the
+// Dinie API without auth code: it exchanges the client credentials for an
+// access token, keeps it fresh, and injects it into every request it
+// forwards. See README.md and SPEC.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/dinie/dinie-auth-proxy/proxy"
+	"github.com/dinie/dinie-auth-proxy/tokencache"
+)
+
+// version is set at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dinie-auth-proxy:", err)
+		os.Exit(exitCode(err))
+	}
+}
+
+// exitCode is 2 for invalid configuration and 1 for any other failure
+// (SPEC.md, "Process").
+func exitCode(err error) int {
+	if _, ok := errors.AsType[*configError](err); ok {
+		return 2
+	}
+	return 1
+}
+
+// run is the whole program; it returns when ctx ends and every request in
+// flight has finished or been cut off after shutdown.timeout.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, opts, err := loadConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	if opts.version {
+		fmt.Fprintln(stdout, "dinie-auth-proxy", version)
+		return nil
+	}
+	log, err := newLogger(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+
+	// Bind every listener first: a busy port fails the start, not later.
+	var mock net.Listener
+	if opts.demo {
+		if mock, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return fmt.Errorf("demo: listen: %w", err)
+		}
+		cfg.upstreamURL = &url.URL{Scheme: "http", Host: mock.Addr().String(), Path: "/api/v3"}
+		cfg.tokenURL = cfg.upstreamURL.String() + "/auth/token"
+	}
+	proxyLn, err := net.Listen("tcp", cfg.listenProxy)
+	if err != nil {
+		return fmt.Errorf("listen.proxy: %w", err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.listenAdmin)
+	if err != nil {
+		proxyLn.Close()
+		return fmt.Errorf("listen.admin: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	transport := proxy.NewTransport(proxy.TransportConfig{ResponseHeaderTimeout: cfg.upstreamTimeout, RootCAs: cfg.rootCAs})
+	cache, err := tokencache.New(tokencache.Config{
+		TokenURL:         cfg.tokenURL,
+		ClientID:         cfg.clientID,
+		ClientIDFile:     cfg.clientIDFile,
+		ClientSecret:     cfg.clientSecret,
+		ClientSecretFile: cfg.clientSecretFile,
+		RefreshBefore:    cfg.refreshBefore,
+		FetchTimeout:     cfg.upstreamTimeout,
+		MaxWait:          cfg.upstreamTimeout,
+		HTTPClient:       &http.Client{Transport: transport},
+		Logger:           log.Named("token"),
+		Registerer:       reg,
+	})
+	if err != nil {
+		return err
+	}
+	handler, err := proxy.New(proxy.Config{
+		Upstream:        cfg.upstreamURL,
+		Tokens:          cache,
+		Transport:       transport,
+		UpstreamTimeout: cfg.upstreamTimeout,
+		MaxReplayBytes:  cfg.maxReplayBytes,
+		Logger:          log.Named("proxy"),
+		Registerer:      reg,
+	})
+	if err != nil {
+		return err
+	}
+
+	var draining atomic.Bool
+	servers := []*http.Server{
+		newServer(handler, log),
+		newServer(adminHandler(reg, cache.Ready, &draining), log),
+	}
+	listeners := []net.Listener{proxyLn, adminLn}
+	if opts.demo {
+		servers = append(servers, newServer(mockDinie(), log))
+		listeners = append(listeners, mock)
+	}
+	log.Info("listening",
+		zap.String("version", version),
+		zap.String("proxy_addr", proxyLn.Addr().String()),
+		zap.String("admin_addr", adminLn.Addr().String()),
+		zap.String("upstream", cfg.upstreamURL.String()))
+	if opts.demo {
+		fmt.Fprintf(stdout, "Demo: the proxy is in front of a mock Dinie API at %s.\nTry:\n\n  curl -s http://%s/customers?limit=10\n\nThe mock echoes what it received, the injected token shortened. Ctrl-C stops.\n",
+			mock.Addr(), proxyLn.Addr())
+	}
+
+	// The cache outlives the servers: requests still draining after SIGTERM
+	// may need a token.
+	cacheCtx, stopCache := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCache()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return cache.Run(cacheCtx) })
+	for i, srv := range servers {
+		g.Go(func() error {
+			if err := srv.Serve(listeners[i]); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serve %s: %w", listeners[i].Addr(), err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		draining.Store(true)
+		log.Info("shutting down", zap.Duration("timeout", cfg.shutdownTimeout))
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+		defer cancel()
+		// The proxy first: the mock and the admin listener keep serving
+		// while its requests drain.
+		for _, srv := range servers {
+			if err := srv.Shutdown(shutdownCtx); err != nil {
+				log.Warn("requests cut off at shutdown.timeout", zap.Error(err))
+				srv.Close()
+			}
+		}
+		stopCache()
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// newServer bounds what a slow or hostile client can hold: headers must
+// arrive within 10 s and fit in 64 KiB (larger ones get 431). Bodies have
+// no deadline, since they stream.
+func newServer(h http.Handler, log *zap.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
+}
+
+func newLogger(cfg config, w io.Writer) (*zap.Logger, error) {
+	level, err := zapcore.ParseLevel(cfg.logLevel)
+	if err != nil {
+		return nil, invalid("log.level", "%q is not a level", cfg.logLevel)
+	}
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	if cfg.logFormat == "console" {
+		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
+		encCfg.EncodeDuration = zapcore.StringDurationEncoder
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	} else {
+		enc = zapcore.NewJSONEncoder(encCfg)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), level)), nil
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
