@@ -75,6 +75,7 @@ type options struct {
 	configFile string
 	version    bool
 	demo       bool
+	help       bool // usage was printed; nothing to run
 }
 
 // configError is invalid configuration: exit status 2.
@@ -101,6 +102,10 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		flagValues[k.name] = fs.String(k.name, "", fmt.Sprintf("%s (env %s)", k.usage, envName(k.name)))
 	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			opts.help = true
+			return config{}, opts, nil
+		}
 		return config{}, opts, &configError{msg: err.Error()}
 	}
 	if fs.NArg() > 0 {

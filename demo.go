@@ -75,4 +75,3 @@ func shorten(auth string) string {
 	}
 	return auth[:len("Bearer demo_at_")+6] + "…"
 }
-

@@ -58,6 +58,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	if opts.help {
+		return nil
+	}
 	if opts.version {
 		fmt.Fprintln(stdout, "dinie-auth-proxy", version)
 		return nil

@@ -477,6 +477,16 @@ func TestVersion(t *testing.T) {
 	}
 }
 
+func TestHelpExits0(t *testing.T) {
+	var stderr bytes.Buffer
+	if err := run(t.Context(), []string{"--help"}, func(string) string { return "" }, io.Discard, &stderr); err != nil {
+		t.Errorf("--help: %v", err)
+	}
+	if !strings.Contains(stderr.String(), "-auth.client_secret_file") {
+		t.Error("--help does not list the keys")
+	}
+}
+
 func TestDemo(t *testing.T) {
 	r := start(t, map[string]string{}, "--demo", "--listen.proxy", "127.0.0.1:0", "--listen.admin", "127.0.0.1:0")
 	waitReady(t, r)
@@ -539,4 +549,27 @@ func TestBinary(t *testing.T) {
 			t.Errorf("exit after SIGTERM = %v, want 0", err)
 		}
 	})
+}
+
+// TestConfigExampleIsCompleteAndValid keeps config.yaml.example in step with
+// the keys the program knows.
+func TestConfigExampleIsCompleteAndValid(t *testing.T) {
+	b, err := os.ReadFile("config.yaml.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		section, leaf, _ := strings.Cut(k.name, ".")
+		if !strings.Contains(string(b), "\n"+section+":\n") || !strings.Contains(string(b), "\n  "+leaf+":") {
+			t.Errorf("config.yaml.example does not show %s", k.name)
+		}
+	}
+	env := map[string]string{"DINIE_PROXY_AUTH_CLIENT_ID": "fake-id", "DINIE_PROXY_AUTH_CLIENT_SECRET": testSecret}
+	cfg, _, err := loadConfig([]string{"--config", "config.yaml.example"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatalf("config.yaml.example does not load: %v", err)
+	}
+	if cfg.listenProxy != "127.0.0.1:8080" || cfg.upstreamTimeout != 30*time.Second || cfg.maxReplayBytes != 1<<20 {
+		t.Error("config.yaml.example does not show the defaults")
+	}
 }
