@@ -24,6 +24,7 @@ type config struct {
 	upstreamURL      *url.URL
 	upstreamTimeout  time.Duration
 	rootCAs          *x509.CertPool // nil: the system roots
+	transport        string
 	maxReplayBytes   int64
 	tokenURL         string
 	clientID         string
@@ -50,6 +51,7 @@ var keys = []key{
 	{name: "upstream.url", def: "https://api.dinie.com.br/api/v3", usage: "base URL of the Dinie API, path prefix included"},
 	{name: "upstream.timeout", def: "30s", usage: "time to wait for the upstream's response headers"},
 	{name: "upstream.ca_file", usage: "PEM bundle to trust for the upstream and the token endpoint, in addition to the system roots"},
+	{name: "upstream.transport", def: "http1", usage: "http1: pooled HTTP/1.1 connections, fastest; standard: net/http's transport, HTTP/2 when the upstream offers it"},
 	{name: "upstream.max_replay_bytes", def: "1048576", usage: "largest request body kept to replay a request after an upstream 401; 0 disables the replay of bodies"},
 	{name: "auth.token_url", usage: "token endpoint (default <upstream.url>/auth/token)"},
 	{name: "auth.client_id", usage: "client id"},
@@ -206,6 +208,10 @@ func validate(v *viper.Viper) (config, error) {
 	if f := lookup(v, "upstream.ca_file"); f != "" {
 		cfg.rootCAs, err = loadRootCAs(f)
 		check(err)
+	}
+	cfg.transport = lookup(v, "upstream.transport")
+	if cfg.transport != "http1" && cfg.transport != "standard" {
+		check(invalid("upstream.transport", "%q is not http1 or standard", cfg.transport))
 	}
 	cfg.maxReplayBytes, err = strconv.ParseInt(lookup(v, "upstream.max_replay_bytes"), 10, 64)
 	if err != nil || cfg.maxReplayBytes < 0 {

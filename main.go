@@ -92,7 +92,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	transport := proxy.NewTransport(proxy.TransportConfig{ResponseHeaderTimeout: cfg.upstreamTimeout, RootCAs: cfg.rootCAs})
+	// The token endpoint is called once an hour: net/http's transport serves
+	// it. Requests go through the configured one.
+	transportCfg := proxy.TransportConfig{ResponseHeaderTimeout: cfg.upstreamTimeout, RootCAs: cfg.rootCAs}
+	standard := proxy.NewTransport(transportCfg)
+	var upstream http.RoundTripper = standard
+	if cfg.transport == "http1" {
+		if upstream, err = proxy.NewH1Transport(cfg.upstreamURL, transportCfg); err != nil {
+			return err
+		}
+	}
 	cache, err := tokencache.New(tokencache.Config{
 		TokenURL:         cfg.tokenURL,
 		ClientID:         cfg.clientID,
@@ -102,7 +111,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		RefreshBefore:    cfg.refreshBefore,
 		FetchTimeout:     cfg.upstreamTimeout,
 		MaxWait:          cfg.upstreamTimeout,
-		HTTPClient:       &http.Client{Transport: transport},
+		HTTPClient:       &http.Client{Transport: standard},
 		Logger:           log.Named("token"),
 		Registerer:       reg,
 	})
@@ -112,7 +121,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	handler, err := proxy.New(proxy.Config{
 		Upstream:        cfg.upstreamURL,
 		Tokens:          cache,
-		Transport:       transport,
+		Transport:       upstream,
 		UpstreamTimeout: cfg.upstreamTimeout,
 		MaxReplayBytes:  cfg.maxReplayBytes,
 		Logger:          log.Named("proxy"),

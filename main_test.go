@@ -188,8 +188,14 @@ func waitReady(t *testing.T, r *running) {
 }
 
 func TestEndToEnd(t *testing.T) {
+	for _, transport := range []string{"http1", "standard"} {
+		t.Run(transport, func(t *testing.T) { testEndToEnd(t, transport) })
+	}
+}
+
+func testEndToEnd(t *testing.T, transport string) {
 	d := newFakeDinie(t)
-	r := start(t, d.env())
+	r := start(t, d.env("DINIE_PROXY_UPSTREAM_TRANSPORT", transport))
 	waitReady(t, r)
 
 	t.Run("base URL", func(t *testing.T) {
@@ -425,6 +431,7 @@ func TestInvalidConfigExits2NamingTheKey(t *testing.T) {
 		{"bad duration", map[string]string{"DINIE_PROXY_UPSTREAM_TIMEOUT": "30"}, nil, "upstream.timeout"},
 		{"bad refresh", nil, []string{"--auth.refresh_before", "soon"}, "auth.refresh_before"},
 		{"bad shutdown", nil, []string{"--shutdown.timeout", "-1s"}, "shutdown.timeout"},
+		{"bad transport", nil, []string{"--upstream.transport", "h3"}, "upstream.transport"},
 		{"bad level", nil, []string{"--log.level", "verbose"}, "log.level"},
 		{"bad format", nil, []string{"--log.format", "xml"}, "log.format"},
 		{"bad listen", nil, []string{"--listen.proxy", "8080"}, "listen.proxy"},

@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bufio"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -31,9 +32,11 @@ type seen struct {
 // env is a proxy in front of a fake Dinie: a token endpoint and an API.
 type env struct {
 	proxy    *httptest.Server
+	handler  *proxy.Handler
 	upstream *httptest.Server
 	tokenEP  *httptest.Server
 	reg      *prometheus.Registry
+	roots    *x509.CertPool // trusts the TLS upstream
 	fetches  atomic.Int64
 	calls    atomic.Int64
 
@@ -43,9 +46,27 @@ type env struct {
 	api func(w http.ResponseWriter, r *http.Request, s seen)
 }
 
-type envOption func(*proxy.Config, *tokencache.Config)
+type envOption func(*env, *proxy.Config, *tokencache.Config)
 
-func newEnv(t *testing.T, tls bool, opts ...envOption) *env {
+// Every behaviour is tested on both upstream transports: H1Transport, the
+// default, and net/http's, kept for HTTP/2 upstreams.
+var transports = []struct {
+	name string
+	opt  envOption
+}{
+	{"h1", func(*env, *proxy.Config, *tokencache.Config) {}},
+	{"standard", func(e *env, p *proxy.Config, _ *tokencache.Config) {
+		p.Transport = proxy.NewTransport(proxy.TransportConfig{ResponseHeaderTimeout: p.UpstreamTimeout, RootCAs: e.roots})
+	}},
+}
+
+func forEachTransport(t *testing.T, test func(t *testing.T, transport envOption)) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) { test(t, tr.opt) })
+	}
+}
+
+func newEnv(t testing.TB, tls bool, opts ...envOption) *env {
 	t.Helper()
 	e := &env{reg: prometheus.NewRegistry()}
 	e.api = func(w http.ResponseWriter, r *http.Request, s seen) { io.WriteString(w, "ok") }
@@ -76,11 +97,19 @@ func newEnv(t *testing.T, tls bool, opts ...envOption) *env {
 	up, _ := url.Parse(e.upstream.URL + "/api/v3")
 	pcfg := proxy.Config{Upstream: up, Registerer: e.reg, UpstreamTimeout: 5 * time.Second}
 	if tls {
-		pcfg.Transport = e.upstream.Client().Transport
+		e.roots = x509.NewCertPool()
+		e.roots.AddCert(e.upstream.Certificate())
 	}
 	tcfg := tokencache.Config{TokenURL: e.tokenEP.URL + "/auth/token", ClientID: "fake-id", ClientSecret: "fake-secret"}
 	for _, o := range opts {
-		o(&pcfg, &tcfg)
+		o(e, &pcfg, &tcfg)
+	}
+	if pcfg.Transport == nil {
+		h1, err := proxy.NewH1Transport(up, proxy.TransportConfig{ResponseHeaderTimeout: pcfg.UpstreamTimeout, RootCAs: e.roots})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pcfg.Transport = h1
 	}
 	cache, err := tokencache.New(tcfg)
 	if err != nil {
@@ -91,6 +120,7 @@ func newEnv(t *testing.T, tls bool, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.handler = h
 	e.proxy = httptest.NewServer(h)
 	t.Cleanup(e.proxy.Close)
 	return e
@@ -102,7 +132,7 @@ func (e *env) setAPI(f func(w http.ResponseWriter, r *http.Request, s seen)) {
 	e.api = f
 }
 
-func (e *env) last(t *testing.T) seen {
+func (e *env) last(t testing.TB) seen {
 	t.Helper()
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -134,7 +164,9 @@ func noRedirects() *http.Client {
 	return &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
-func TestBaseURLMode(t *testing.T) {
+func TestBaseURLMode(t *testing.T) { forEachTransport(t, testBaseURLMode) }
+
+func testBaseURLMode(t *testing.T, transport envOption) {
 	tests := []struct {
 		target, wantPath, wantRawPath, wantQuery string
 	}{
@@ -145,7 +177,7 @@ func TestBaseURLMode(t *testing.T) {
 		{"/api/v3x/y", "/api/v3/api/v3x/y", "", ""},
 		{"/files/a%2Fb", "/api/v3/files/a/b", "/api/v3/files/a%2Fb", ""},
 	}
-	e := newEnv(t, true)
+	e := newEnv(t, true, transport)
 	for _, tt := range tests {
 		t.Run(tt.target, func(t *testing.T) {
 			resp, _ := do(t, http.DefaultClient, "GET", e.proxy.URL+tt.target, nil)
@@ -167,7 +199,11 @@ func TestBaseURLMode(t *testing.T) {
 }
 
 func TestInboundCredentialsAndHopByHopHeadersAreDropped(t *testing.T) {
-	e := newEnv(t, false)
+	forEachTransport(t, testInboundCredentialsAndHopByHopHeadersAreDropped)
+}
+
+func testInboundCredentialsAndHopByHopHeadersAreDropped(t *testing.T, transport envOption) {
+	e := newEnv(t, false, transport)
 	do(t, http.DefaultClient, "GET", e.proxy.URL+"/customers", nil,
 		"Authorization", "Bearer fake-app-token",
 		"Proxy-Authorization", "Basic fake-proxy-credentials",
@@ -183,8 +219,10 @@ func TestInboundCredentialsAndHopByHopHeadersAreDropped(t *testing.T) {
 	}
 }
 
-func TestHTTPProxyMode(t *testing.T) {
-	e := newEnv(t, true)
+func TestHTTPProxyMode(t *testing.T) { forEachTransport(t, testHTTPProxyMode) }
+
+func testHTTPProxyMode(t *testing.T, transport envOption) {
+	e := newEnv(t, true, transport)
 	up, _ := url.Parse(e.upstream.URL)
 	proxyURL, _ := url.Parse(e.proxy.URL)
 	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}}
@@ -211,8 +249,10 @@ func TestHTTPProxyMode(t *testing.T) {
 	}
 }
 
-func TestCONNECTIsRefused(t *testing.T) {
-	e := newEnv(t, false)
+func TestCONNECTIsRefused(t *testing.T) { forEachTransport(t, testCONNECTIsRefused) }
+
+func testCONNECTIsRefused(t *testing.T, transport envOption) {
+	e := newEnv(t, false, transport)
 	conn, err := net.Dial("tcp", strings.TrimPrefix(e.proxy.URL, "http://"))
 	if err != nil {
 		t.Fatal(err)
@@ -247,9 +287,11 @@ func assertProblem(t *testing.T, resp *http.Response, body string, status int, c
 	}
 }
 
-func TestErrorsAreProblems(t *testing.T) {
+func TestErrorsAreProblems(t *testing.T) { forEachTransport(t, testErrorsAreProblems) }
+
+func testErrorsAreProblems(t *testing.T, transport envOption) {
 	t.Run("502 upstream closed before answering", func(t *testing.T) {
-		e := newEnv(t, false)
+		e := newEnv(t, false, transport)
 		e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
 			conn, _, _ := http.NewResponseController(w).Hijack()
 			conn.Close()
@@ -258,13 +300,13 @@ func TestErrorsAreProblems(t *testing.T) {
 		assertProblem(t, resp, body, 502, proxy.CodeUpstreamUnreachable)
 	})
 	t.Run("502 upstream refuses connections", func(t *testing.T) {
-		e := newEnv(t, false)
+		e := newEnv(t, false, transport)
 		e.upstream.Close()
 		resp, body := do(t, http.DefaultClient, "GET", e.proxy.URL+"/customers", nil)
 		assertProblem(t, resp, body, 502, proxy.CodeUpstreamUnreachable)
 	})
 	t.Run("503 credentials rejected", func(t *testing.T) {
-		e := newEnv(t, false)
+		e := newEnv(t, false, transport)
 		e.tokenEP.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/problem+json")
 			w.WriteHeader(401)
@@ -281,9 +323,7 @@ func TestErrorsAreProblems(t *testing.T) {
 	})
 	t.Run("504 upstream too slow", func(t *testing.T) {
 		release := make(chan struct{})
-		e := newEnv(t, false, func(p *proxy.Config, _ *tokencache.Config) {
-			p.Transport = proxy.NewTransport(proxy.TransportConfig{ResponseHeaderTimeout: 50 * time.Millisecond})
-		})
+		e := newEnv(t, false, func(_ *env, p *proxy.Config, _ *tokencache.Config) { p.UpstreamTimeout = 50 * time.Millisecond }, transport)
 		defer close(release)
 		e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) { <-release })
 		resp, body := do(t, http.DefaultClient, "GET", e.proxy.URL+"/customers", nil)
@@ -292,6 +332,10 @@ func TestErrorsAreProblems(t *testing.T) {
 }
 
 func TestUpstream401IsRetriedOnceWithAFreshToken(t *testing.T) {
+	forEachTransport(t, testUpstream401IsRetriedOnceWithAFreshToken)
+}
+
+func testUpstream401IsRetriedOnceWithAFreshToken(t *testing.T, transport envOption) {
 	tests := []struct {
 		name   string
 		method string
@@ -302,7 +346,7 @@ func TestUpstream401IsRetriedOnceWithAFreshToken(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, false)
+			e := newEnv(t, false, transport)
 			e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
 				if s.Auth == "Bearer fake-token-1" {
 					w.WriteHeader(401)
@@ -325,8 +369,10 @@ func TestUpstream401IsRetriedOnceWithAFreshToken(t *testing.T) {
 	}
 }
 
-func TestSecond401GoesToTheApp(t *testing.T) {
-	e := newEnv(t, false)
+func TestSecond401GoesToTheApp(t *testing.T) { forEachTransport(t, testSecond401GoesToTheApp) }
+
+func testSecond401GoesToTheApp(t *testing.T, transport envOption) {
+	e := newEnv(t, false, transport)
 	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) { w.WriteHeader(401) })
 	resp, _ := do(t, http.DefaultClient, "POST", e.proxy.URL+"/charges", strings.NewReader("x"))
 	if resp.StatusCode != 401 {
@@ -338,7 +384,11 @@ func TestSecond401GoesToTheApp(t *testing.T) {
 }
 
 func TestBodyOverReplayBoundStreamsAndIsNotRetried(t *testing.T) {
-	e := newEnv(t, false, func(p *proxy.Config, _ *tokencache.Config) { p.MaxReplayBytes = 1024 })
+	forEachTransport(t, testBodyOverReplayBoundStreamsAndIsNotRetried)
+}
+
+func testBodyOverReplayBoundStreamsAndIsNotRetried(t *testing.T, transport envOption) {
+	e := newEnv(t, false, transport, func(_ *env, p *proxy.Config, _ *tokencache.Config) { p.MaxReplayBytes = 1024 })
 	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) { w.WriteHeader(401) })
 	big := strings.Repeat("x", 4096)
 	resp, _ := do(t, http.DefaultClient, "POST", e.proxy.URL+"/uploads", io.MultiReader(strings.NewReader(big))) // unknown length
@@ -353,8 +403,10 @@ func TestBodyOverReplayBoundStreamsAndIsNotRetried(t *testing.T) {
 	}
 }
 
-func Test401StormCausesOneRefetch(t *testing.T) {
-	e := newEnv(t, false)
+func Test401StormCausesOneRefetch(t *testing.T) { forEachTransport(t, test401StormCausesOneRefetch) }
+
+func test401StormCausesOneRefetch(t *testing.T, transport envOption) {
+	e := newEnv(t, false, transport)
 	var gate sync.WaitGroup
 	gate.Add(1)
 	// Every request holds token 1 before any of the 401s lands.
@@ -389,8 +441,10 @@ func Test401StormCausesOneRefetch(t *testing.T) {
 	}
 }
 
-func TestRedirectsArePassedBack(t *testing.T) {
-	e := newEnv(t, false)
+func TestRedirectsArePassedBack(t *testing.T) { forEachTransport(t, testRedirectsArePassedBack) }
+
+func testRedirectsArePassedBack(t *testing.T, transport envOption) {
+	e := newEnv(t, false, transport)
 	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
 		if s.Path == "/api/v3/old" {
 			http.Redirect(w, r, "https://elsewhere.example/new", http.StatusFound)
@@ -406,7 +460,11 @@ func TestRedirectsArePassedBack(t *testing.T) {
 }
 
 func TestRequestIDIsPassedOrGenerated(t *testing.T) {
-	e := newEnv(t, false)
+	forEachTransport(t, testRequestIDIsPassedOrGenerated)
+}
+
+func testRequestIDIsPassedOrGenerated(t *testing.T, transport envOption) {
+	e := newEnv(t, false, transport)
 	do(t, http.DefaultClient, "GET", e.proxy.URL+"/a", nil, "X-Request-Id", "req-123")
 	if id := e.last(t).RequestID; id != "req-123" {
 		t.Errorf("X-Request-Id = %q, want it passed on", id)
@@ -418,7 +476,11 @@ func TestRequestIDIsPassedOrGenerated(t *testing.T) {
 }
 
 func TestServerSentEventsAreFlushedAsTheyArrive(t *testing.T) {
-	e := newEnv(t, false)
+	forEachTransport(t, testServerSentEventsAreFlushedAsTheyArrive)
+}
+
+func testServerSentEventsAreFlushedAsTheyArrive(t *testing.T, transport envOption) {
+	e := newEnv(t, false, transport)
 	release := make(chan struct{})
 	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -448,8 +510,10 @@ func TestServerSentEventsAreFlushedAsTheyArrive(t *testing.T) {
 	close(release)
 }
 
-func TestRateLimitGauges(t *testing.T) {
-	e := newEnv(t, false)
+func TestRateLimitGauges(t *testing.T) { forEachTransport(t, testRateLimitGauges) }
+
+func testRateLimitGauges(t *testing.T, transport envOption) {
+	e := newEnv(t, false, transport)
 	headers := map[string]string{}
 	var mu sync.Mutex
 	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
@@ -487,8 +551,10 @@ func TestRateLimitGauges(t *testing.T) {
 	check("partial", 1000, 998, 1772366400)
 }
 
-func TestRequestMetrics(t *testing.T) {
-	e := newEnv(t, false)
+func TestRequestMetrics(t *testing.T) { forEachTransport(t, testRequestMetrics) }
+
+func testRequestMetrics(t *testing.T, transport envOption) {
+	e := newEnv(t, false, transport)
 	do(t, http.DefaultClient, "GET", e.proxy.URL+"/a", nil)
 	proxyURL, _ := url.Parse(e.proxy.URL)
 	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}}

@@ -39,7 +39,10 @@ func NewTransport(cfg TransportConfig) *http.Transport {
 			Timeout:   10 * time.Second,
 			KeepAlive: 30 * time.Second,
 		}).DialContext,
-		ForceAttemptHTTP2:     true,
+		ForceAttemptHTTP2: true,
+		// A proxy passes the app's Accept-Encoding on as it is, and the answer
+		// back as it came: no transparent gzip.
+		DisableCompression:    true,
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   512,
 		IdleConnTimeout:       90 * time.Second,

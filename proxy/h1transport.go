@@ -1,0 +1,318 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+)
+
+// H1Transport is an HTTP/1.1 RoundTripper for one upstream host that does
+// its I/O on the calling goroutine, over a pool of keep-alive connections.
+//
+// http.Transport hands every request between three goroutines (the
+// caller's, and the connection's read and write loops); for a sidecar that
+// forwards small requests to one host that hand-off was the largest cost
+// after syscalls. Here the handler's goroutine writes the request and reads
+// the response itself, with net/http's own writer and parser
+// (Request.Write, http.ReadResponse), so the wire format is the standard
+// library's. Use NewTransport instead for HTTP/2.
+type H1Transport struct {
+	addr, host string
+	tls        *tls.Config // nil for plain http
+
+	// ResponseHeaderTimeout bounds the wait for the response headers once the
+	// request is written. Zero means no bound.
+	ResponseHeaderTimeout time.Duration
+	// DialTimeout bounds connecting, TLS handshake included. Zero means 10 s.
+	DialTimeout time.Duration
+	// IdleTimeout closes connections idle for longer. Zero means 90 s.
+	IdleTimeout time.Duration
+	// MaxIdleConns bounds the pool. Zero means 512.
+	MaxIdleConns int
+
+	mu   sync.Mutex
+	idle []*h1conn // a stack: the most recently used on top, so it is warm
+}
+
+// NewH1Transport returns an H1Transport for upstream's scheme and host.
+// rootCAs nil means the system roots.
+func NewH1Transport(upstream *url.URL, cfg TransportConfig) (*H1Transport, error) {
+	t := &H1Transport{host: upstream.Host, ResponseHeaderTimeout: cfg.ResponseHeaderTimeout}
+	port := upstream.Port()
+	switch upstream.Scheme {
+	case "https":
+		t.tls = &tls.Config{
+			ServerName: upstream.Hostname(),
+			RootCAs:    cfg.RootCAs,
+			MinVersion: tls.VersionTLS12,
+			// Offer only HTTP/1.1: this transport speaks nothing else.
+			NextProtos:         []string{"http/1.1"},
+			ClientSessionCache: tls.NewLRUClientSessionCache(64),
+		}
+		if port == "" {
+			port = "443"
+		}
+	case "http":
+		if port == "" {
+			port = "80"
+		}
+	default:
+		return nil, fmt.Errorf("proxy: upstream scheme %q is not http or https", upstream.Scheme)
+	}
+	t.addr = net.JoinHostPort(upstream.Hostname(), port)
+	return t, nil
+}
+
+type h1conn struct {
+	conn      net.Conn
+	raw       net.Conn // the TCP connection under TLS, for the liveness check
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	idleSince time.Time
+}
+
+// errNothingRead marks a failure before the first byte of the response: on
+// a reused connection it means the server had closed it while idle, and an
+// idempotent request can safely be sent again.
+type errNothingRead struct{ err error }
+
+func (e errNothingRead) Error() string { return e.err.Error() }
+func (e errNothingRead) Unwrap() error { return e.err }
+
+// RoundTrip implements http.RoundTripper.
+func (t *H1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Host != t.host {
+		closeBody(req)
+		return nil, fmt.Errorf("proxy: H1Transport for %s got a request for %s", t.host, req.URL.Host)
+	}
+	ctx := req.Context()
+	for attempt := 0; ; attempt++ {
+		pc, reused, err := t.conn(ctx)
+		if err != nil {
+			closeBody(req)
+			return nil, err
+		}
+		resp, err := t.exchange(ctx, pc, req)
+		if err == nil {
+			return resp, nil
+		}
+		pc.conn.Close()
+		if _, stale := errors.AsType[errNothingRead](err); stale && reused && attempt == 0 && replayableRequest(req) && ctx.Err() == nil {
+			continue
+		}
+		return nil, err
+	}
+}
+
+// replayableRequest follows net/http's rule for sending a request again on
+// a fresh connection: no body, and a method that is safe to repeat.
+func replayableRequest(req *http.Request) bool {
+	if req.Body != nil && req.Body != http.NoBody {
+		return false
+	}
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return req.Header.Get("Idempotency-Key") != ""
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+}
+
+// longAgo is a deadline in the past: setting it aborts blocked I/O.
+var longAgo = time.Unix(1, 0)
+
+func (t *H1Transport) exchange(ctx context.Context, pc *h1conn, req *http.Request) (*http.Response, error) {
+	// A cancelled request (the app went away) must not leave this goroutine
+	// blocked on the upstream: poisoning the deadline wakes it up.
+	stop := context.AfterFunc(ctx, func() { pc.conn.SetDeadline(longAgo) })
+	fail := func(err error) (*http.Response, error) {
+		stop()
+		return nil, err
+	}
+	if err := req.Write(pc.bw); err != nil {
+		return fail(err)
+	}
+	if err := pc.bw.Flush(); err != nil {
+		return fail(err)
+	}
+	if t.ResponseHeaderTimeout > 0 {
+		pc.conn.SetReadDeadline(time.Now().Add(t.ResponseHeaderTimeout))
+	}
+	if _, err := pc.br.Peek(1); err != nil {
+		return fail(errNothingRead{err})
+	}
+	var resp *http.Response
+	for {
+		var err error
+		if resp, err = http.ReadResponse(pc.br, req); err != nil {
+			return fail(err)
+		}
+		// 1xx answers (100 Continue, 103 Early Hints) precede the real one.
+		if resp.StatusCode < 100 || resp.StatusCode >= 200 {
+			break
+		}
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			return fail(errors.New("proxy: protocol upgrades need the standard transport"))
+		}
+	}
+	if t.ResponseHeaderTimeout > 0 {
+		pc.conn.SetReadDeadline(time.Time{})
+		// The AfterFunc may have fired before the reset; do not lose it.
+		if ctx.Err() != nil {
+			return fail(ctx.Err())
+		}
+	}
+	body := &h1body{rc: resp.Body, pc: pc, t: t, stop: stop, keepAlive: !resp.Close && !req.Close}
+	if resp.Body == http.NoBody {
+		body.finish(true)
+		return resp, nil
+	}
+	resp.Body = body
+	return resp, nil
+}
+
+// h1body hands the connection back to the pool once the response body has
+// been read to the end, and closes it otherwise.
+type h1body struct {
+	rc        io.ReadCloser
+	pc        *h1conn
+	t         *H1Transport
+	stop      func() bool
+	keepAlive bool
+	done      bool
+}
+
+func (b *h1body) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.finish(true)
+	}
+	return n, err
+}
+
+func (b *h1body) Close() error {
+	if !b.done {
+		// Not read to the end: the rest is still on the wire, and draining it
+		// could take as long as the upstream likes. Drop the connection.
+		b.finish(false)
+	}
+	return nil
+}
+
+func (b *h1body) finish(complete bool) {
+	b.done = true
+	// stop reports false if the request's context already poisoned the
+	// connection's deadline: such a connection cannot be reused.
+	if complete && b.stop() && b.keepAlive {
+		b.t.put(b.pc)
+		return
+	}
+	b.stop()
+	b.pc.conn.Close()
+}
+
+func (t *H1Transport) conn(ctx context.Context) (*h1conn, bool, error) {
+	now := time.Now()
+	idleTimeout := orDefaultDuration(t.IdleTimeout, 90*time.Second)
+	for {
+		t.mu.Lock()
+		n := len(t.idle)
+		if n == 0 {
+			t.mu.Unlock()
+			break
+		}
+		pc := t.idle[n-1]
+		t.idle[n-1] = nil
+		t.idle = t.idle[:n-1]
+		t.mu.Unlock()
+		idle := now.Sub(pc.idleSince)
+		// A connection used a moment ago is alive; one idle for a while may
+		// have been closed by the server, which a non-blocking peek tells
+		// without a round trip.
+		if idle < idleTimeout && (idle < time.Second || pc.alive()) {
+			return pc, true, nil
+		}
+		pc.conn.Close()
+	}
+	pc, err := t.dial(ctx)
+	return pc, false, err
+}
+
+func (t *H1Transport) put(pc *h1conn) {
+	pc.idleSince = time.Now()
+	max := t.MaxIdleConns
+	if max <= 0 {
+		max = 512
+	}
+	t.mu.Lock()
+	var evicted *h1conn
+	if len(t.idle) >= max {
+		evicted = t.idle[0]
+		t.idle = append(t.idle[:0], t.idle[1:]...)
+	}
+	t.idle = append(t.idle, pc)
+	t.mu.Unlock()
+	if evicted != nil {
+		evicted.conn.Close()
+	}
+}
+
+// CloseIdleConnections closes the pooled connections.
+func (t *H1Transport) CloseIdleConnections() {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle = nil
+	t.mu.Unlock()
+	for _, pc := range idle {
+		pc.conn.Close()
+	}
+}
+
+func (t *H1Transport) dial(ctx context.Context) (*h1conn, error) {
+	timeout := orDefaultDuration(t.DialTimeout, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	d := net.Dialer{KeepAlive: 30 * time.Second}
+	raw, err := d.DialContext(ctx, "tcp", t.addr)
+	if err != nil {
+		return nil, err // a *net.OpError with Op "dial": a 502
+	}
+	conn := raw
+	if t.tls != nil {
+		tc := tls.Client(raw, t.tls)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: raw.RemoteAddr(), Err: fmt.Errorf("tls: %w", err)}
+		}
+		conn = tc
+	}
+	return &h1conn{
+		conn: conn,
+		raw:  raw,
+		br:   bufio.NewReaderSize(conn, 16<<10),
+		bw:   bufio.NewWriterSize(conn, 16<<10),
+	}, nil
+}
+
+func orDefaultDuration(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}

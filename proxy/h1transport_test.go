@@ -1,0 +1,210 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// countingServer is an upstream that counts the connections it accepts.
+func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
+	return closingServer(t, h, nil)
+}
+
+// closingServer also closes every connection that goes idle while
+// closeIdle is set, as a server whose idle timeout expired.
+func closingServer(t *testing.T, h http.HandlerFunc, closeIdle *atomic.Bool) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+		if s == http.StateIdle && closeIdle != nil && closeIdle.Load() {
+			c.Close()
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv, &conns
+}
+
+func h1For(t *testing.T, srv *httptest.Server) (*H1Transport, *http.Client) {
+	t.Helper()
+	u, _ := url.Parse(srv.URL)
+	tr, err := NewH1Transport(u, TransportConfig{ResponseHeaderTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return tr, &http.Client{Transport: tr}
+}
+
+func fetch(t *testing.T, c *http.Client, method, url string, body io.Reader) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), method, url, body)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestH1ReusesConnections(t *testing.T) {
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/nocontent":
+			w.WriteHeader(http.StatusNoContent)
+		case "/chunked":
+			io.WriteString(w, "a")
+			http.NewResponseController(w).Flush()
+			io.WriteString(w, "b")
+		default:
+			b, _ := io.ReadAll(r.Body)
+			w.Write(b)
+		}
+	})
+	_, c := h1For(t, srv)
+	for i := range 20 {
+		if code, body := fetch(t, c, "POST", srv.URL+"/echo", strings.NewReader("x")); code != 200 || body != "x" {
+			t.Fatalf("request %d: %d %q", i, code, body)
+		}
+		fetch(t, c, "HEAD", srv.URL+"/echo", nil)
+		fetch(t, c, "GET", srv.URL+"/nocontent", nil)
+		if _, body := fetch(t, c, "GET", srv.URL+"/chunked", nil); body != "ab" {
+			t.Fatalf("chunked body %q", body)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("80 sequential requests used %d connections, want 1", n)
+	}
+}
+
+func TestH1HonoursConnectionClose(t *testing.T) {
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		io.WriteString(w, "bye")
+	})
+	_, c := h1For(t, srv)
+	for range 3 {
+		fetch(t, c, "GET", srv.URL, nil)
+	}
+	if n := conns.Load(); n != 3 {
+		t.Errorf("connections = %d, want 3", n)
+	}
+}
+
+func TestH1RetriesIdempotentRequestsOnAConnectionTheServerClosed(t *testing.T) {
+	var closeIdle atomic.Bool
+	closeIdle.Store(true)
+	srv, conns := closingServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }, &closeIdle)
+	_, c := h1For(t, srv)
+	fetch(t, c, "GET", srv.URL, nil)
+	// The pooled connection is now closed at the far end.
+	if code, body := fetch(t, c, "GET", srv.URL, nil); code != 200 || body != "ok" {
+		t.Errorf("GET after the server closed the idle connection: %d %q", code, body)
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("connections = %d, want 2", n)
+	}
+}
+
+func TestH1AliveNoticesAClosedConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	u, _ := url.Parse("http://" + ln.Addr().String())
+	tr, _ := NewH1Transport(u, TransportConfig{})
+	pc, err := tr.dial(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.conn.Close()
+	server := <-accepted
+	if !pc.alive() {
+		t.Fatal("an open idle connection looks dead")
+	}
+	server.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for pc.alive() {
+		if time.Now().After(deadline) {
+			t.Fatal("a closed connection still looks alive")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestH1CancelledResponseDoesNotPoisonThePool(t *testing.T) {
+	release := make(chan struct{})
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			io.WriteString(w, "partial")
+			http.NewResponseController(w).Flush()
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	defer close(release)
+	_, c := h1For(t, srv)
+	ctx, cancel := context.WithCancel(t.Context())
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/slow", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 7)
+	io.ReadFull(resp.Body, buf)
+	cancel()
+	// The read blocked on the upstream must wake up, not hang.
+	if _, err := io.ReadAll(resp.Body); err == nil {
+		t.Error("reading a cancelled response did not fail")
+	}
+	resp.Body.Close()
+	if code, body := fetch(t, c, "GET", srv.URL+"/fast", nil); code != 200 || body != "ok" {
+		t.Errorf("next request: %d %q", code, body)
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("connections = %d, want 2: the cancelled one must not be reused", n)
+	}
+}
+
+func TestH1SkipsInformationalResponses(t *testing.T) {
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		io.WriteString(w, "final")
+	})
+	_, c := h1For(t, srv)
+	if code, body := fetch(t, c, "GET", srv.URL, nil); code != 200 || body != "final" {
+		t.Errorf("got %d %q, want the final 200", code, body)
+	}
+}
+
+func TestH1RefusesOtherHosts(t *testing.T) {
+	srv, _ := countingServer(t, func(http.ResponseWriter, *http.Request) {})
+	_, c := h1For(t, srv)
+	if _, err := c.Get("http://elsewhere.example/"); err == nil {
+		t.Error("H1Transport sent a request to another host")
+	}
+}
