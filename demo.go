@@ -25,12 +25,7 @@ func mockDinie() http.Handler {
 	mux.HandleFunc("POST /api/v3/auth/token", func(w http.ResponseWriter, r *http.Request) {
 		id, secret, ok := r.BasicAuth()
 		if !ok || id != demoClientID || secret != demoClientSecret || r.FormValue("grant_type") != "client_credentials" {
-			w.Header().Set("Content-Type", "application/problem+json")
-			w.WriteHeader(http.StatusUnauthorized)
-			json.NewEncoder(w).Encode(map[string]any{
-				"type": "about:blank", "title": "Unauthorized", "status": 401,
-				"detail": "invalid client credentials", "code": "invalid_client",
-			})
+			unauthorized(w, "invalid client credentials", "invalid_client")
 			return
 		}
 		b := make([]byte, 12)
@@ -42,12 +37,7 @@ func mockDinie() http.Handler {
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer demo_at_") {
-			w.Header().Set("Content-Type", "application/problem+json")
-			w.WriteHeader(http.StatusUnauthorized)
-			json.NewEncoder(w).Encode(map[string]any{
-				"type": "about:blank", "title": "Unauthorized", "status": 401,
-				"detail": "missing or invalid access token", "code": "token_expired",
-			})
+			unauthorized(w, "missing or invalid access token", "token_expired")
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -66,6 +56,16 @@ func mockDinie() http.Handler {
 		})
 	})
 	return mux
+}
+
+// unauthorized answers 401 as Dinie does, with a problem document.
+func unauthorized(w http.ResponseWriter, detail, code string) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(http.StatusUnauthorized)
+	json.NewEncoder(w).Encode(map[string]any{
+		"type": "about:blank", "title": "Unauthorized", "status": http.StatusUnauthorized,
+		"detail": detail, "code": code,
+	})
 }
 
 // shorten keeps enough of a demo token to see that it changes on refresh.

@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dinie/dinie-auth-proxy/internal/testkit"
 )
 
 const (
@@ -133,7 +135,7 @@ func start(t *testing.T, env map[string]string, args ...string) *running {
 		<-r.done
 		assertNoSecrets(t, "logs", r.stderr.String()+r.stdout.String())
 	})
-	waitFor(t, "the listening log line", func() bool {
+	testkit.Eventually(t, "the listening log line", func() bool {
 		for line := range strings.Lines(r.stderr.String()) {
 			var entry struct{ Msg, ProxyAddr, AdminAddr string }
 			var m map[string]any
@@ -171,20 +173,9 @@ func httpGet(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func waitReady(t *testing.T, r *running) {
 	t.Helper()
-	waitFor(t, "readiness", func() bool { code, _ := httpGet(t, r.admin+"/readyz"); return code == 200 })
+	testkit.Eventually(t, "readiness", func() bool { code, _ := httpGet(t, r.admin+"/readyz"); return code == 200 })
 }
 
 func TestEndToEnd(t *testing.T) {
@@ -296,7 +287,7 @@ func TestReadinessSaysWhyAndRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := start(t, d.env("DINIE_PROXY_AUTH_CLIENT_SECRET", "", "DINIE_PROXY_AUTH_CLIENT_SECRET_FILE", secretFile))
-	waitFor(t, "a rejection", func() bool {
+	testkit.Eventually(t, "a rejection", func() bool {
 		code, body := httpGet(t, r.admin+"/readyz")
 		return code == 503 && strings.Contains(body, "credentials rejected")
 	})
@@ -337,9 +328,9 @@ func TestShutdownLetsRequestsInFlightFinish(t *testing.T) {
 			results <- body
 		}()
 	}
-	waitFor(t, "the slow requests to reach the upstream", func() bool { return arrived.Load() == slow })
+	testkit.Eventually(t, "the slow requests to reach the upstream", func() bool { return arrived.Load() == slow })
 	r.stop() // what SIGTERM does through signal.NotifyContext
-	waitFor(t, "readiness to drop while draining", func() bool {
+	testkit.Eventually(t, "readiness to drop while draining", func() bool {
 		code, _ := httpGet(t, r.admin+"/readyz")
 		return code == 503
 	})

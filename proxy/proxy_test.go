@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/dinie/dinie-auth-proxy/internal/testkit"
 	"github.com/dinie/dinie-auth-proxy/proxy"
 	"github.com/dinie/dinie-auth-proxy/tokencache"
 )
@@ -362,7 +363,7 @@ func testUpstream401IsRetriedOnceWithAFreshToken(t *testing.T, transport envOpti
 			if e.calls.Load() != 2 || e.fetches.Load() != 2 {
 				t.Errorf("upstream calls = %d, token fetches = %d; want 2 and 2", e.calls.Load(), e.fetches.Load())
 			}
-			if v := value(t, e.reg, "dinie_proxy_upstream_401_retries_total"); v != 1 {
+			if v := testkit.Value(t, e.reg, "dinie_proxy_upstream_401_retries_total"); v != 1 {
 				t.Errorf("retries metric = %v, want 1", v)
 			}
 		})
@@ -430,7 +431,7 @@ func test401StormCausesOneRefetch(t *testing.T, transport envOption) {
 			}
 		})
 	}
-	waitFor(t, "all requests upstream", func() bool { return e.calls.Load() >= n })
+	testkit.Eventually(t, "all requests upstream", func() bool { return e.calls.Load() >= n })
 	gate.Done()
 	wg.Wait()
 	if bad.Load() != 0 {
@@ -536,7 +537,7 @@ func testRateLimitGauges(t *testing.T, transport envOption) {
 			"dinie_proxy_upstream_ratelimit_remaining":               remaining,
 			"dinie_proxy_upstream_ratelimit_reset_timestamp_seconds": reset,
 		} {
-			if got := value(t, e.reg, name); got != want {
+			if got := testkit.Value(t, e.reg, name); got != want {
 				t.Errorf("%s: %s = %v, want %v", step, name, got, want)
 			}
 		}
@@ -570,33 +571,5 @@ dinie_proxy_requests_total{code="403",method="get"} 1
 	}
 	if n, _ := testutil.GatherAndCount(e.reg, "dinie_proxy_request_duration_seconds"); n != 2 {
 		t.Errorf("duration series = %d, want 2", n)
-	}
-}
-
-// value reads the single unlabelled series name from reg.
-func value(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			m := mf.GetMetric()[0]
-			return m.GetGauge().GetValue() + m.GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/dinie/dinie-auth-proxy/internal/testkit"
 	"github.com/dinie/dinie-auth-proxy/tokencache"
 )
 
@@ -142,7 +143,7 @@ func (f *fixture) run(t *testing.T) {
 // its timer (plus the credential watcher's, when files are used).
 func (f *fixture) settle(t *testing.T, fetches int64, timers int) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%d fetches and %d timers", fetches, timers), func() bool {
+	testkit.Eventually(t, fmt.Sprintf("%d fetches and %d timers", fetches, timers), func() bool {
 		return f.ep.fetches.Load() == fetches && f.clock.Pending() == timers
 	})
 }
@@ -270,7 +271,7 @@ func TestFetchFailuresAreTypedAndStoreNothing(t *testing.T) {
 			if n := f.ep.fetches.Load(); n != 1 {
 				t.Errorf("fetches = %d, want 1", n)
 			}
-			if v := fetchCount(t, f.reg, tt.wantResult); v != 1 {
+			if v := testkit.Value(t, f.reg, "dinie_proxy_token_fetches_total", "result", tt.wantResult); v != 1 {
 				t.Errorf("dinie_proxy_token_fetches_total{result=%q} = %v, want 1", tt.wantResult, v)
 			}
 		})
@@ -400,7 +401,7 @@ func TestColdStartSharesOneFetch(t *testing.T) {
 		impatientErr <- err
 	}()
 	started.Wait()
-	waitFor(t, "the shared fetch to reach the endpoint", func() bool { return f.ep.fetches.Load() == 1 })
+	testkit.Eventually(t, "the shared fetch to reach the endpoint", func() bool { return f.ep.fetches.Load() == 1 })
 	cancel()
 	if err := <-impatientErr; !errors.Is(err, context.Canceled) {
 		t.Errorf("impatient caller got %v, want context.Canceled", err)
@@ -425,7 +426,7 @@ func TestTokenWaitsAtMostMaxWait(t *testing.T) {
 		_, err := f.cache.Token(t.Context())
 		errc <- err
 	}()
-	waitFor(t, "the wait timer", func() bool { return f.clock.Pending() == 1 })
+	testkit.Eventually(t, "the wait timer", func() bool { return f.clock.Pending() == 1 })
 	f.clock.Advance(5 * time.Second)
 	err := <-errc
 	if _, ok := errors.AsType[*tokencache.UnavailableError](err); !ok || !strings.Contains(err.Error(), "within 5s") {
@@ -607,7 +608,7 @@ func TestRotatedSecretIsPickedUpWithoutRestart(t *testing.T) {
 
 	writeSecret(t, dir, "2", testClientID, rotated)
 	f.clock.Advance(time.Second) // the watcher's next poll
-	waitFor(t, "a fetch with the rotated secret", func() bool { return f.cache.Ready() == nil })
+	testkit.Eventually(t, "a fetch with the rotated secret", func() bool { return f.cache.Ready() == nil })
 	if n := f.ep.fetches.Load(); n != 2 {
 		t.Errorf("fetches = %d, want 2", n)
 	}
@@ -710,27 +711,6 @@ func TestRunStopsWithItsContext(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("Run = %v, want nil", err)
 	}
-}
-
-// fetchCount reads dinie_proxy_token_fetches_total{result} from reg.
-func fetchCount(t *testing.T, reg *prometheus.Registry, result string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "dinie_proxy_token_fetches_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if m.GetLabel()[0].GetValue() == result {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	t.Fatalf("no dinie_proxy_token_fetches_total{result=%q}", result)
-	return 0
 }
 
 func BenchmarkTokenValid(b *testing.B) {

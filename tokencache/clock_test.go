@@ -2,7 +2,6 @@ package tokencache_test
 
 import (
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/dinie/dinie-auth-proxy/tokencache"
@@ -88,18 +87,4 @@ func (f *fakeClock) NextDeadline() (time.Duration, bool) {
 		}
 	}
 	return next.Sub(f.now), !next.IsZero()
-}
-
-// waitFor polls cond until it holds. It synchronises with goroutines the test
-// cannot join; it is not a timing assertion, and its generous limit only
-// turns a deadlock into a failure.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
