@@ -200,11 +200,12 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 }
 
 func (h *Handler) classify(r *http.Request, err error) (status int, code, detail string) {
-	if te, ok := errors.AsType[*tokenError](err); ok {
-		return http.StatusServiceUnavailable, CodeTokenUnavailable, te.Error()
-	}
+	// First: when the app has gone, whatever failed failed because of it.
 	if r.Context().Err() != nil {
 		return statusClientClosedRequest, "client_closed_request", ""
+	}
+	if te, ok := errors.AsType[*tokenError](err); ok {
+		return http.StatusServiceUnavailable, CodeTokenUnavailable, te.Error()
 	}
 	if op, ok := errors.AsType[*net.OpError](err); ok && op.Op == "dial" {
 		return http.StatusBadGateway, CodeUpstreamUnreachable, "cannot connect to the upstream: " + op.Err.Error()

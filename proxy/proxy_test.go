@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
@@ -440,6 +441,28 @@ func test401StormCausesOneRefetch(t *testing.T, transport envOption) {
 	if f := e.fetches.Load(); f != 2 {
 		t.Errorf("token fetches = %d, want 2: one at start, one after the storm", f)
 	}
+}
+
+func TestClientGoneWhileWaitingForATokenIsNotA503(t *testing.T) {
+	e := newEnv(t, false)
+	release := make(chan struct{})
+	defer close(release)
+	e.tokenEP.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release })
+	ctx, cancel := context.WithCancel(t.Context())
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.proxy.URL+"/customers", nil)
+	go func() {
+		testkit.Eventually(t, "the request to wait for a token", func() bool {
+			return testkit.Value(t, e.reg, "dinie_proxy_requests_in_flight") == 1
+		})
+		cancel()
+	}()
+	if _, err := http.DefaultClient.Do(req); err == nil {
+		t.Fatal("the cancelled request succeeded")
+	}
+	testkit.Eventually(t, "the request to be counted", func() bool {
+		v, _ := testkit.Lookup(t, e.reg, "dinie_proxy_requests_total", "code", "499")
+		return v == 1
+	})
 }
 
 func TestRedirectsArePassedBack(t *testing.T) { forEachTransport(t, testRedirectsArePassedBack) }

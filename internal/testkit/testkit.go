@@ -25,7 +25,18 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 
 // Value reads a counter or gauge from g: the series of family name whose
 // labels include the given name/value pairs (none for an unlabelled one).
+// A missing series fails the test.
 func Value(t testing.TB, g prometheus.Gatherer, name string, labelPairs ...string) float64 {
+	t.Helper()
+	v, ok := Lookup(t, g, name, labelPairs...)
+	if !ok {
+		t.Fatalf("no series %s%v", name, labelPairs)
+	}
+	return v
+}
+
+// Lookup is Value for a series that may not exist yet.
+func Lookup(t testing.TB, g prometheus.Gatherer, name string, labelPairs ...string) (float64, bool) {
 	t.Helper()
 	mfs, err := g.Gather()
 	if err != nil {
@@ -46,9 +57,8 @@ func Value(t testing.TB, g prometheus.Gatherer, name string, labelPairs ...strin
 					continue series
 				}
 			}
-			return m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			return m.GetGauge().GetValue() + m.GetCounter().GetValue(), true
 		}
 	}
-	t.Fatalf("no series %s%v", name, labelPairs)
-	return 0
+	return 0, false
 }
