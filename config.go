@@ -162,7 +162,8 @@ func readConfigFile(v *viper.Viper, path string) error {
 	}
 	v.SetConfigType("yaml")
 	if err := v.ReadConfig(bytes.NewReader(b)); err != nil {
-		return &configError{msg: fmt.Sprintf("config file %s: %v", path, err)}
+		// YAML's type errors span several lines; the contract is one.
+		return &configError{msg: fmt.Sprintf("config file %s: %s", path, strings.Join(strings.Fields(err.Error()), " "))}
 	}
 	// A typo must not be silently ignored: an unknown key would leave its
 	// intended setting at the default.
@@ -254,13 +255,28 @@ func validate(v *viper.Viper) (config, error) {
 
 func httpURL(k, raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, invalid(k, "%q is not an absolute http(s) URL", raw)
-	}
-	if u.User != nil {
+	if err == nil && u.User != nil {
 		return nil, invalid(k, "must not carry credentials in the URL")
 	}
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, invalid(k, "%q is not an absolute http(s) URL", redactUserinfo(raw))
+	}
 	return u, nil
+}
+
+// redactUserinfo hides what may be a password in a URL that did not parse
+// (so url.URL.Redacted cannot help): everything between the scheme and the
+// last '@'.
+func redactUserinfo(raw string) string {
+	at := strings.LastIndex(raw, "@")
+	if at < 0 {
+		return raw
+	}
+	scheme, _, ok := strings.Cut(raw[:at], "://")
+	if !ok {
+		return "xxxxx" + raw[at:]
+	}
+	return scheme + "://xxxxx" + raw[at:]
 }
 
 func positiveDuration(v *viper.Viper, k string) (time.Duration, error) {
