@@ -58,9 +58,14 @@ func TestClientMisbehaviour(t *testing.T) {
 		figMu.Unlock()
 	}
 
+	// The cases run at once, from goroutines: t.Parallel would be held to
+	// -parallel (GOMAXPROCS) at a time, and the slow-loris case is 10 s of
+	// waiting that the load runs alongside.
 	t.Run("group", func(t *testing.T) {
-		t.Run("slow-loris headers", func(t *testing.T) {
-			t.Parallel()
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		run := func(name string, f func(t *testing.T)) { wg.Go(func() { t.Run(name, f) }) }
+		run("slow-loris headers", func(t *testing.T) {
 			// 50 connections send one header line a second; the proxy's
 			// 10 s ReadHeaderTimeout must close every one of them.
 			const conns = 50
@@ -105,8 +110,7 @@ func TestClientMisbehaviour(t *testing.T) {
 			}
 		})
 
-		t.Run("oversized headers", func(t *testing.T) {
-			t.Parallel()
+		run("oversized headers", func(t *testing.T) {
 			big := "GET /ok HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 100<<10) + "\r\n\r\n"
 			resp, err := rawExchange(p.proxyAddr, big)
 			if err != nil || resp.StatusCode != 431 {
@@ -120,8 +124,7 @@ func TestClientMisbehaviour(t *testing.T) {
 			figure("oversized headers", fmt.Sprintf("100 KiB -> %v, 60 KiB -> %d", statusOf(resp), r.status))
 		})
 
-		t.Run("malformed requests", func(t *testing.T) {
-			t.Parallel()
+		run("malformed requests", func(t *testing.T) {
 			cases := []struct {
 				name, req string
 				want      int
@@ -150,8 +153,7 @@ func TestClientMisbehaviour(t *testing.T) {
 			figure("malformed", got)
 		})
 
-		t.Run("bodies that lie about their length", func(t *testing.T) {
-			t.Parallel()
+		run("bodies that lie about their length", func(t *testing.T) {
 			got := map[string]string{}
 			// Shorter than announced, then the client closes its side.
 			resp, err := rawExchangeHalfClose(p.proxyAddr, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nX-Expect-Length: 1000\r\n\r\n0123456789")
@@ -191,8 +193,7 @@ func TestClientMisbehaviour(t *testing.T) {
 			})
 		})
 
-		t.Run("disconnect mid-request", func(t *testing.T) {
-			t.Parallel()
+		run("disconnect mid-request", func(t *testing.T) {
 			var wg sync.WaitGroup
 			for range 20 {
 				wg.Go(func() {
@@ -209,8 +210,7 @@ func TestClientMisbehaviour(t *testing.T) {
 			wg.Wait()
 		})
 
-		t.Run("disconnect mid-response", func(t *testing.T) {
-			t.Parallel()
+		run("disconnect mid-response", func(t *testing.T) {
 			var wg sync.WaitGroup
 			for i := range 20 {
 				wg.Go(func() {
@@ -234,8 +234,7 @@ func TestClientMisbehaviour(t *testing.T) {
 			wg.Wait()
 		})
 
-		t.Run("others keep being served", func(t *testing.T) {
-			t.Parallel()
+		run("others keep being served", func(t *testing.T) {
 			// As long as the slow-loris attack lasts.
 			stats := runLoad(4, 1_000_000, 12*time.Second, p.okRequest(t))
 			figure("others", stats)
