@@ -13,6 +13,10 @@ const (
 	CodeUpstreamUnreachable = "upstream_unreachable"
 	CodeTokenUnavailable    = "token_unavailable"
 	CodeUpstreamTimeout     = "upstream_timeout"
+	// CodeBadRequestBody is not in SPEC.md's table: the app's own request
+	// body failed to arrive (e.g. a broken chunked coding), which must not be
+	// blamed on the upstream.
+	CodeBadRequestBody = "bad_request_body"
 )
 
 // statusClientClosedRequest is nginx's 499: the app went away before the

@@ -207,6 +207,9 @@ func (h *Handler) classify(r *http.Request, err error) (status int, code, detail
 	if te, ok := errors.AsType[*tokenError](err); ok {
 		return http.StatusServiceUnavailable, CodeTokenUnavailable, te.Error()
 	}
+	if be, ok := errors.AsType[*clientBodyError](err); ok {
+		return http.StatusBadRequest, CodeBadRequestBody, "the request body could not be read: " + be.err.Error()
+	}
 	if op, ok := errors.AsType[*net.OpError](err); ok && op.Op == "dial" {
 		return http.StatusBadGateway, CodeUpstreamUnreachable, "cannot connect to the upstream: " + op.Err.Error()
 	}

@@ -465,6 +465,26 @@ func TestClientGoneWhileWaitingForATokenIsNotA503(t *testing.T) {
 	})
 }
 
+func TestBrokenRequestBodyIsTheClientsFault(t *testing.T) {
+	forEachTransport(t, testBrokenRequestBodyIsTheClientsFault)
+}
+
+func testBrokenRequestBodyIsTheClientsFault(t *testing.T, transport envOption) {
+	e := newEnv(t, false, transport)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.proxy.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprint(conn, "POST /charges HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\nzz\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	assertProblem(t, resp, string(body), 400, proxy.CodeBadRequestBody)
+}
+
 func TestRedirectsArePassedBack(t *testing.T) { forEachTransport(t, testRedirectsArePassedBack) }
 
 func testRedirectsArePassedBack(t *testing.T, transport envOption) {

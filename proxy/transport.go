@@ -92,17 +92,25 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, &tokenError{err}
 	}
-	var body *replayBody
-	if req.Body != nil && req.Body != http.NoBody && t.maxReplay > 0 && req.ContentLength <= t.maxReplay {
-		body = &replayBody{body: req.Body, max: t.maxReplay}
-		if req.ContentLength > 0 {
-			body.buf = make([]byte, 0, req.ContentLength)
+	var body *requestBody
+	if req.Body != nil && req.Body != http.NoBody {
+		body = &requestBody{body: req.Body}
+		if t.maxReplay > 0 && req.ContentLength <= t.maxReplay {
+			body.max = t.maxReplay
+			if req.ContentLength > 0 {
+				body.buf = make([]byte, 0, req.ContentLength)
+			}
 		}
 		req.Body = body
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, err := t.base.RoundTrip(req)
 	if err != nil {
+		// Transports wrap a body's read error in types of their own; ask the
+		// body whether it was the culprit.
+		if berr := body.readError(); berr != nil {
+			return nil, &clientBodyError{berr}
+		}
 		return nil, err
 	}
 	t.metrics.observeRateLimit(resp.Header)
@@ -140,12 +148,9 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // replayable returns a fresh body for a retry, if the original can be sent
 // again in full.
-func replayable(req *http.Request, body *replayBody) (io.ReadCloser, bool) {
-	if req.Body == nil || req.Body == http.NoBody {
-		return req.Body, true
-	}
+func replayable(req *http.Request, body *requestBody) (io.ReadCloser, bool) {
 	if body == nil {
-		return nil, false
+		return req.Body, true // none, or http.NoBody
 	}
 	buf, ok := body.complete()
 	if !ok {
@@ -161,10 +166,12 @@ func discard(body io.ReadCloser) {
 	body.Close()
 }
 
-// replayBody streams the request body upstream while keeping a copy of it,
-// up to max bytes, for a retry after a 401. The transport reads it on its
-// own goroutine, hence the lock.
-type replayBody struct {
+// requestBody is the app's request body on its way upstream. It tells a
+// failure to read it (a broken chunked coding, a client gone mid-body), the
+// app's fault, from a failure of the upstream; and it keeps a copy of up to
+// max bytes to replay the request after a 401 (max 0: no copy). The
+// transport may read it on its own goroutine, hence the lock.
+type requestBody struct {
 	body io.ReadCloser
 	max  int64
 
@@ -172,32 +179,51 @@ type replayBody struct {
 	buf      []byte
 	overflow bool
 	eof      bool
+	err      error // a read error other than EOF
 }
 
-func (b *replayBody) Read(p []byte) (int, error) {
+// clientBodyError is a failure to read the app's request body.
+type clientBodyError struct{ err error }
+
+func (e *clientBodyError) Error() string { return "read request body: " + e.err.Error() }
+func (e *clientBodyError) Unwrap() error { return e.err }
+
+func (b *requestBody) Read(p []byte) (int, error) {
 	n, err := b.body.Read(p)
 	b.mu.Lock()
-	if !b.overflow {
+	if !b.overflow && b.max > 0 {
 		if int64(len(b.buf)+n) > b.max {
 			b.overflow, b.buf = true, nil
 		} else {
 			b.buf = append(b.buf, p[:n]...)
 		}
 	}
-	if err == io.EOF {
+	switch {
+	case err == io.EOF:
 		b.eof = true
+	case err != nil:
+		b.err = err
 	}
 	b.mu.Unlock()
 	return n, err
 }
 
-func (b *replayBody) Close() error { return b.body.Close() }
-
-// complete returns the whole body, if it was read to the end within max.
-func (b *replayBody) complete() ([]byte, bool) {
+func (b *requestBody) readError() error {
+	if b == nil {
+		return nil
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.buf, b.eof && !b.overflow
+	return b.err
+}
+
+func (b *requestBody) Close() error { return b.body.Close() }
+
+// complete returns the whole body, if it was read to the end and kept.
+func (b *requestBody) complete() ([]byte, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf, b.eof && !b.overflow && b.max > 0
 }
 
 // observeRateLimit exports Dinie's rate-limit headers. Absent headers leave
