@@ -1,0 +1,9 @@
+-- wrk script for GET runs: prints one machine-readable line at the end.
+-- BENCH requests duration_us p50_us p99_us errors non2xx_or_3xx
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("BENCH %d %d %d %d %d %d\n",
+    summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.timeout, e.status))
+end

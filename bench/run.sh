@@ -1,0 +1,403 @@
+#!/usr/bin/env bash
+# bench/run.sh: dinie-auth-proxy against nginx and haproxy doing the same job
+# (inject a static Bearer header in front of an HTTPS upstream), all on
+# loopback. See bench/README.md for what it measures and how to read it.
+#
+#   bash bench/run.sh                     # full run, about 3 minutes
+#   BENCH_DURATION=2 BENCH_ROUNDS=1 bash bench/run.sh   # quick look
+#
+# Knobs (environment):
+#   BENCH_DURATION      seconds per wrk run (4)
+#   BENCH_ROUNDS        interleaved rounds, averaged per target (3)
+#   BENCH_TARGETS       targets in the order they interleave ("nginx haproxy sidecar")
+#   BENCH_LOAD_CPU      core for wrk and the upstream (0)
+#   BENCH_PROXY_CPU     core for the proxy under test (1)
+#   BENCH_UPSTREAM      nginx (default) or go: what serves the fake Dinie API
+#   BENCH_SIDECAR_ARGS  extra flags for dinie-auth-proxy, e.g. "--upstream.transport standard"
+#   BENCH_PORT_BASE     first port to try (18700)
+#   BENCH_OUT           also write the result table to this file
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+duration=${BENCH_DURATION:-4}
+upstream_kind=${BENCH_UPSTREAM:-nginx}
+rounds=${BENCH_ROUNDS:-3}
+read -ra targets <<<"${BENCH_TARGETS:-nginx haproxy sidecar}"
+load_cpu=${BENCH_LOAD_CPU:-0}
+proxy_cpu=${BENCH_PROXY_CPU:-1}
+read -ra sidecar_args <<<"${BENCH_SIDECAR_ARGS:-}"
+next_port=${BENCH_PORT_BASE:-18700}
+upstream_port='' upstream_pid='' cert='' key='' # set once the upstream is started
+clk_tck=$(getconf CLK_TCK)
+started=$SECONDS
+
+say() { printf 'bench: %s\n' "$*" >&2; }
+die() {
+	say "$*"
+	exit 1
+}
+
+# --- tools -------------------------------------------------------------------
+
+install_tools() {
+	local missing=()
+	command -v wrk >/dev/null || missing+=(wrk)
+	command -v nginx >/dev/null || missing+=(nginx)
+	command -v haproxy >/dev/null || missing+=(haproxy)
+	command -v curl >/dev/null || missing+=(curl)
+	command -v taskset >/dev/null || missing+=(util-linux)
+	[ ${#missing[@]} -eq 0 ] && return
+	[ "$(id -u)" = 0 ] || die "need root to apt-get install ${missing[*]}"
+	say "installing ${missing[*]} from Debian"
+	# Debian's nginx and haproxy packages start their system services on
+	# install; a policy-rc.d that says no keeps them stopped. Ours run from
+	# temporary configs.
+	local policy=/usr/sbin/policy-rc.d made_policy=
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\nexit 101\n' >"$policy"
+		chmod +x "$policy"
+		made_policy=1
+	fi
+	local rc=0
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >&2 || rc=$?
+	[ -n "$made_policy" ] && rm -f "$policy"
+	[ "$rc" = 0 ] || die "apt-get install ${missing[*]} failed"
+}
+
+# --- processes -----------------------------------------------------------------
+
+tmp=$(mktemp -d /tmp/dinie-bench.XXXXXX)
+declare -a started_pids=()
+
+cleanup() {
+	local pid i
+	trap - EXIT INT TERM
+	for pid in "${started_pids[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in "${started_pids[@]}"; do
+		for ((i = 0; i < 30; i++)); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		# nginx's workers go with their master; anything left is killed.
+		pkill -KILL -P "$pid" 2>/dev/null || true
+		kill -KILL "$pid" 2>/dev/null || true
+	done
+	wait 2>/dev/null || true
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'say interrupted; exit 130' INT TERM
+
+# free_port prints the next port from next_port on that nothing listens on.
+# It runs in the main shell (no $(...)) so next_port advances.
+free_port() {
+	local -n out=$1
+	while (: <"/dev/tcp/127.0.0.1/$next_port") 2>/dev/null; do
+		next_port=$((next_port + 1))
+	done
+	out=$next_port
+	next_port=$((next_port + 1))
+}
+
+# wait_port PORT PID NAME: until something accepts on PORT, for 15 s.
+wait_port() {
+	local i
+	for ((i = 0; i < 150; i++)); do
+		kill -0 "$2" 2>/dev/null || die "$3 exited at start; see $tmp/$3.log"
+		if (: <"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	die "$3 did not listen on $1 within 15 s"
+}
+
+fill() { # fill TEMPLATE OUT PORT
+	sed -e "s|@TMP@|$tmp|g" -e "s|@PORT@|$3|g" -e "s|@UPSTREAM_PORT@|$upstream_port|g" \
+		-e "s|@CERT@|$cert|g" -e "s|@KEY@|$key|g" "$1" >"$2"
+}
+
+declare -A target_port=() target_pid=()
+
+start_nginx() {
+	local port
+	free_port port
+	fill bench/nginx.conf.tmpl "$tmp/nginx.conf" "$port"
+	mkdir -p "$tmp/nginx-prefix"
+	nginx -t -q -e "$tmp/nginx-error.log" -p "$tmp/nginx-prefix" -c "$tmp/nginx.conf" 2>"$tmp/nginx.log" ||
+		die "nginx -t: $(cat "$tmp/nginx.log")"
+	taskset -c "$proxy_cpu" nginx -e "$tmp/nginx-error.log" -p "$tmp/nginx-prefix" -c "$tmp/nginx.conf" \
+		>"$tmp/nginx.log" 2>&1 &
+	started_pids+=($!)
+	target_pid[nginx]=$!
+	target_port[nginx]=$port
+	wait_port "$port" "$!" nginx
+}
+
+start_haproxy() {
+	local port
+	free_port port
+	fill bench/haproxy.cfg.tmpl "$tmp/haproxy.cfg" "$port"
+	haproxy -c -q -f "$tmp/haproxy.cfg" >"$tmp/haproxy.log" 2>&1 || die "haproxy -c: $(cat "$tmp/haproxy.log")"
+	taskset -c "$proxy_cpu" haproxy -db -f "$tmp/haproxy.cfg" >"$tmp/haproxy.log" 2>&1 &
+	started_pids+=($!)
+	target_pid[haproxy]=$!
+	target_port[haproxy]=$port
+	wait_port "$port" "$!" haproxy
+}
+
+start_sidecar() {
+	local port admin i
+	free_port port
+	free_port admin
+	taskset -c "$proxy_cpu" "$tmp/dinie-auth-proxy" \
+		--upstream.url "https://127.0.0.1:$upstream_port/api/v3" --upstream.ca_file "$cert" \
+		--auth.client_id fake-bench-id --auth.client_secret fake-bench-secret \
+		--listen.proxy "127.0.0.1:$port" --listen.admin "127.0.0.1:$admin" \
+		--log.level warn --shutdown.timeout 1s "${sidecar_args[@]}" >"$tmp/sidecar.log" 2>&1 &
+	started_pids+=($!)
+	target_pid[sidecar]=$!
+	target_port[sidecar]=$port
+	for ((i = 0; i < 150; i++)); do
+		kill -0 "${target_pid[sidecar]}" 2>/dev/null || die "dinie-auth-proxy exited: $(cat "$tmp/sidecar.log")"
+		[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/readyz")" = 200 ] && return 0
+		sleep 0.1
+	done
+	die "dinie-auth-proxy not ready within 15 s: $(cat "$tmp/sidecar.log")"
+}
+
+# pids_of TARGET: the target's process and its children (nginx's workers).
+pids_of() {
+	local pid=${target_pid[$1]}
+	local kids
+	kids=$(pgrep -P "$pid" | tr '\n' ' ' || true)
+	echo "$pid $kids"
+}
+
+# cpu_ticks PID...: utime + stime (fields 14 and 15 of /proc/PID/stat) summed.
+# The command name (field 2) may hold spaces, so fields count after its ')'.
+cpu_ticks() {
+	local pid stat rest sum=0
+	for pid in "$@"; do
+		stat=$(cat "/proc/$pid/stat") || continue
+		rest=${stat##*) }
+		read -ra f <<<"$rest"
+		sum=$((sum + f[11] + f[12]))
+	done
+	echo "$sum"
+}
+
+# reset_hwm PID...: writing 5 to clear_refs resets VmHWM to the current RSS
+# (Linux 4.0+), so each run reports its own peak, not the lifetime's.
+reset_hwm() {
+	local pid
+	for pid in "$@"; do echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true; done
+}
+
+hwm_kib() {
+	local pid sum=0 v
+	for pid in "$@"; do
+		v=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+		sum=$((sum + ${v:-0}))
+	done
+	echo "$sum"
+}
+
+# --- the tests -----------------------------------------------------------------
+
+# name conns path lua
+tests=(
+	"get 1 /api/v3/customers get.lua"
+	"get 16 /api/v3/customers get.lua"
+	"get 128 /api/v3/customers get.lua"
+	"post64k 16 /api/v3/upload post.lua"
+	"get1m 16 /api/v3/blob get.lua"
+)
+
+results=$tmp/results.tsv
+: >"$results"
+
+# children_ticks: CPU of this shell's finished children (wrk), from the
+# builtin times, in clock ticks. It must run in this shell, not in $(...).
+children_ticks() {
+	local -n ticks_out=$1
+	local line u s
+	times >"$tmp/times"
+	line=$(sed -n 2p "$tmp/times") # "0m1.234s 0m0.567s"
+	read -r u s <<<"$line"
+	# shellcheck disable=SC2034 # a nameref: it sets the caller's variable
+	ticks_out=$(awk -v u="$u" -v s="$s" -v k="$clk_tck" 'function sec(x, m) { split(x, m, "m"); return m[1] * 60 + m[2] + 0 }
+		BEGIN { printf "%d", (sec(u) + sec(s)) * k }')
+}
+
+# all_busy: busy jiffies of both cores, from /proc/stat.
+all_busy() {
+	awk -v a="cpu$load_cpu" -v b="cpu$proxy_cpu" '$1 == a || $1 == b { t = 0; for (i = 2; i <= NF; i++) t += $i; busy += t - $5 - $6 } END { print busy }' /proc/stat
+}
+
+max_other=0
+
+# run_wrk TARGET TEST CONNS PATH LUA ROUND: one measured run, one line in results.
+run_wrk() {
+	local target=$1 test=$2 conns=$3 path=$4 lua=$5 round=$6 pids out line t0 t1 u0 u1 w0 w1 a0 a1
+	read -ra pids <<<"$(pids_of "$target")"
+	reset_hwm "${pids[@]}"
+	t0=$(cpu_ticks "${pids[@]}")
+	u0=$(cpu_ticks "$upstream_pid")
+	a0=$(all_busy)
+	children_ticks w0
+	out=$(timeout $((duration + 30)) taskset -c "$load_cpu" \
+		wrk -t1 -c"$conns" -d"${duration}s" --latency -s "bench/$lua" \
+		"http://127.0.0.1:${target_port[$target]}$path" 2>&1) || die "wrk failed on $target: $out"
+	children_ticks w1
+	a1=$(all_busy)
+	u1=$(cpu_ticks "$upstream_pid")
+	t1=$(cpu_ticks "${pids[@]}")
+	line=$(grep '^BENCH ' <<<"$out") || die "no summary from wrk on $target: $out"
+	# BENCH requests duration_us p50_us p99_us errors non2xx
+	read -r _ req dur p50 p99 errs bad <<<"$line"
+	# Whatever else ran on the two cores meanwhile (other processes, and
+	# interrupt time not charged to a process), in % of one core.
+	local other
+	other=$(awk -v a="$((a1 - a0 - (t1 - t0) - (u1 - u0) - (w1 - w0)))" -v d="$dur" -v k="$clk_tck" \
+		'BEGIN { o = a / k / (d / 1e6) * 100; printf "%d", o < 0 ? 0 : o }')
+	[ "$other" -gt "$max_other" ] && max_other=$other
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$test" "$conns" "$round" \
+		"$req" "$dur" "$p50" "$p99" "$errs" "$bad" "$((t1 - t0))" "$(hwm_kib "${pids[@]}")" "$other" >>"$results"
+	say "$(awk -v r="$round" -v t="$target" -v n="$test" -v c="$conns" -v q="$req" -v d="$dur" -v p="$p99" \
+		-v pt="$((t1 - t0))" -v ut="$((u1 - u0))" -v wt="$((w1 - w0))" -v k="$clk_tck" -v o="$other" -v e="$errs" -v b="$bad" 'BEGIN {
+		s = d / 1e6
+		printf "round %s %-8s %-8s c=%-3s %8.0f req/s  p99 %7.2f ms  cpu%%: proxy %3.0f upstream %3.0f wrk %3.0f other %3.0f%s",
+			r, t, n, c, q / s, p / 1000, pt / k / s * 100, ut / k / s * 100, wt / k / s * 100, o,
+			(e + b > 0 ? "  ERRORS: " e " socket, " b " non-2xx" : "")
+	}')"
+}
+
+# --- main ----------------------------------------------------------------------
+
+[ "$(nproc)" -ge 2 ] || die "needs 2 cores (one for the load, one for the proxy)"
+install_tools
+
+say "building dinie-auth-proxy and the upstream"
+go build -o "$tmp/dinie-auth-proxy" . || die "go build of dinie-auth-proxy failed"
+go build -o "$tmp/upstream" ./bench/upstream || die "go build of bench/upstream failed"
+
+free_port upstream_port
+cert=$tmp/upstream.pem
+key=$tmp/upstream-key.pem
+case $upstream_kind in
+go)
+	taskset -c "$load_cpu" "$tmp/upstream" -addr "127.0.0.1:$upstream_port" -cert-out "$cert" \
+		>"$tmp/upstream.log" 2>&1 &
+	;;
+nginx)
+	"$tmp/upstream" -gen-only -cert-out "$cert" -key-out "$key"
+	mkdir -p "$tmp/www" "$tmp/upstream-prefix"
+	head -c 1048576 /dev/zero | tr '\0' 'a' >"$tmp/www/blob"
+	fill bench/upstream-nginx.conf.tmpl "$tmp/upstream-nginx.conf" "$upstream_port"
+	taskset -c "$load_cpu" nginx -e "$tmp/upstream-nginx-error.log" -p "$tmp/upstream-prefix" \
+		-c "$tmp/upstream-nginx.conf" >"$tmp/upstream.log" 2>&1 &
+	;;
+*) die "BENCH_UPSTREAM must be nginx or go, not $upstream_kind" ;;
+esac
+started_pids+=($!)
+upstream_pid=$!
+wait_port "$upstream_port" "$!" upstream
+say "upstream ($upstream_kind) on https://127.0.0.1:$upstream_port (pid $upstream_pid, cpu $load_cpu)"
+
+for t in "${targets[@]}"; do
+	case $t in
+	nginx | haproxy | sidecar) "start_$t" ;;
+	*) die "unknown target $t (nginx, haproxy, sidecar)" ;;
+	esac
+	# Each must answer through the upstream with the token injected.
+	body=$(curl -sf "http://127.0.0.1:${target_port[$t]}/api/v3/customers") || die "$t does not proxy; see $tmp/$t.log"
+	[[ $body == *cus_0123456789abcdef* ]] || die "$t answered something else: $body"
+	say "$t ready on 127.0.0.1:${target_port[$t]} (pid ${target_pid[$t]}, cpu $proxy_cpu)"
+done
+
+say "warming up (1 s at 16 connections each, not counted)"
+for t in "${targets[@]}"; do
+	taskset -c "$load_cpu" wrk -t1 -c16 -d1s "http://127.0.0.1:${target_port[$t]}/api/v3/customers" >/dev/null
+done
+
+for ((r = 1; r <= rounds; r++)); do
+	for spec in "${tests[@]}"; do
+		read -r name conns path lua <<<"$spec"
+		for t in "${targets[@]}"; do
+			run_wrk "$t" "$name" "$conns" "$path" "$lua" "$r"
+		done
+	done
+done
+
+# --- the table -------------------------------------------------------------------
+
+table=$tmp/table.md
+awk -F'\t' -v k="$clk_tck" -v order="${targets[*]}" '
+function ok(c) { return c ? "met" : "NOT MET" }
+function label(t) { return t == "sidecar" ? "dinie-auth-proxy" : t }
+function testname(s, c) {
+	if (s == "get") return "GET 200 B";
+	if (s == "post64k") return "POST 64 KiB";
+	if (s == "get1m") return "GET 1 MiB";
+	return s
+}
+{
+	key = $2 SUBSEP $3 SUBSEP $1
+	if (!(key in req)) { keys[++n] = key }
+	req[key] += $5; dur[key] += $6; p50[key] += $7; p99[key] += $8; runs[key]++
+	errs[key] += $9 + $10; ticks[key] += $11
+	if ($12 > hwm[key]) hwm[key] = $12
+	if ($13 > noise[key]) noise[key] = $13
+}
+END {
+	print "| test | conns | target | req/s | p50 ms | p99 ms | CPU s / 10k req | proxy core busy | peak RSS MiB | errors | noise |"
+	print "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+	for (i = 1; i <= n; i++) {
+		key = keys[i]; split(key, f, SUBSEP)
+		rps = req[key] / (dur[key] / 1e6)
+		cpu = ticks[key] / k / req[key] * 10000
+		busy = ticks[key] / k / (dur[key] / 1e6) * 100
+		printf "| %s | %d | %s | %.0f | %.3f | %.3f | %.3f | %.0f%% | %.1f | %d | %d%% |\n", testname(f[1]), f[2], label(f[3]),
+			rps, p50[key] / runs[key] / 1000, p99[key] / runs[key] / 1000, cpu, busy, hwm[key] / 1024, errs[key], noise[key]
+		R[f[1], f[2], f[3]] = rps; C[f[1], f[2], f[3]] = cpu; P99[f[1], f[2], f[3]] = p99[key] / runs[key] / 1000
+		H[f[1], f[2], f[3]] = hwm[key] / 1024
+	}
+	print ""
+	s = "sidecar"
+	nt = split(order, ts, " ")
+	for (j = 1; j <= nt; j++) if (ts[j] == s) have = 1
+	if (!have) exit
+	print "Ratios at 16 connections, dinie-auth-proxy / other (req/s: higher is better; CPU per request: lower is better):"
+	print ""
+	print "| test | vs | req/s ratio | CPU/req ratio | p99 difference ms |"
+	print "| --- | --- | ---: | ---: | ---: |"
+	split("get post64k get1m", tt, " ")
+	for (a = 1; a <= 3; a++) for (j = 1; j <= nt; j++) {
+		o = ts[j]; if (o == s || !((tt[a], 16, o) in R)) continue
+		printf "| %s | %s | %.2f | %.2f | %+.3f |\n", testname(tt[a]), o, R[tt[a], 16, s] / R[tt[a], 16, o],
+			C[tt[a], 16, s] / C[tt[a], 16, o], P99[tt[a], 16, s] - P99[tt[a], 16, o]
+	}
+	if (("get", 16, "nginx") in R) {
+		rr = R["get", 16, s] / R["get", 16, "nginx"]; cr = C["get", 16, s] / C["get", 16, "nginx"]
+		dp = P99["get", 16, s] - P99["get", 16, "nginx"]; m = H["get", 128, s]
+		print ""
+		printf "Issue 5 targets (GET, 16 connections unless said): req/s >= 0.8x nginx: %.2fx %s; CPU/req <= 1.3x nginx: %.2fx %s; p99 within 1 ms of nginx: %+.3f ms %s; peak RSS <= 40 MiB at 128 connections: %.1f MiB %s\n",
+			rr, ok(rr >= 0.8), cr, ok(cr <= 1.3), dp, ok(dp <= 1), m, ok(m <= 40)
+	}
+}' "$results" >"$table"
+
+{
+	echo
+	echo "dinie-auth-proxy $(git -C "$root" describe --always --dirty 2>/dev/null || echo '?'), $(go version | awk '{print $3}'), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print "haproxy/" $3}'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
+	echo "$(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), Linux $(uname -r); ${rounds} rounds x ${duration} s per target and test, interleaved; wrk + upstream ($upstream_kind) on cpu $load_cpu, proxy on cpu $proxy_cpu"
+	echo
+	cat "$table"
+} | tee "${BENCH_OUT:-/dev/null}"
+if [ "$max_other" -gt 15 ]; then
+	say "WARNING: up to ${max_other}% of a core went to other work during a run: the machine was not quiet; rerun for numbers to publish"
+fi
+say "done in $((SECONDS - started)) s"
