@@ -305,8 +305,12 @@ func (t *H1Transport) dial(ctx context.Context) (*h1conn, error) {
 	return &h1conn{
 		conn: conn,
 		raw:  raw,
-		br:   bufio.NewReaderSize(conn, 16<<10),
-		bw:   bufio.NewWriterSize(conn, 16<<10),
+		// Response headers fit in 4 KiB and bodies are read in 32 KiB
+		// chunks that bypass the buffer; the writer is larger because TLS
+		// writes a record, and the kernel a packet, per flush (with 4 KiB,
+		// 64 KiB POSTs cost 70% more CPU).
+		br: bufio.NewReaderSize(conn, 4<<10),
+		bw: bufio.NewWriterSize(conn, 16<<10),
 	}, nil
 }
 
