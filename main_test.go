@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -32,24 +31,6 @@ const (
 )
 
 var update = flag.Bool("update", false, "rewrite deploy/metrics.txt from a real scrape")
-
-// syncBuffer collects a run's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // fakeDinie is a token endpoint and an API behind TLS, as in production.
 type fakeDinie struct {
@@ -119,8 +100,8 @@ func (d *fakeDinie) env(extra ...string) map[string]string {
 // running is a run(...) in progress.
 type running struct {
 	proxy, admin string // base URLs
-	stdout       *syncBuffer
-	stderr       *syncBuffer
+	stdout       *testkit.SyncBuffer
+	stderr       *testkit.SyncBuffer
 	stop         context.CancelFunc
 	done         chan error
 }
@@ -128,7 +109,7 @@ type running struct {
 func start(t *testing.T, env map[string]string, args ...string) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
-	r := &running{stdout: &syncBuffer{}, stderr: &syncBuffer{}, stop: cancel, done: make(chan error, 1)}
+	r := &running{stdout: &testkit.SyncBuffer{}, stderr: &testkit.SyncBuffer{}, stop: cancel, done: make(chan error, 1)}
 	go func() { r.done <- run(ctx, args, func(k string) string { return env[k] }, r.stdout, r.stderr) }()
 	t.Cleanup(func() {
 		cancel()

@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/dinie/dinie-auth-proxy/internal/testkit"
 )
 
 // Every token and secret in this suite starts with one of these stems, so
@@ -425,29 +427,12 @@ func quietLog() *log.Logger { return log.New(io.Discard, "", 0) }
 
 // --- the proxy process ---------------------------------------------------
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.b.Bytes())
-}
-
 // proxyProc is the built binary, running.
 type proxyProc struct {
 	cmd              *exec.Cmd
 	proxyAddr        string
 	proxyURL, admin  string
-	stdout, stderr   syncBuffer
+	stdout, stderr   testkit.SyncBuffer
 	exited           chan struct{}
 	exitErr          error
 	exitedAt         time.Time

@@ -3,6 +3,8 @@
 package testkit
 
 import (
+	"bytes"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,3 +64,25 @@ func Lookup(t testing.TB, g prometheus.Gatherer, name string, labelPairs ...stri
 	}
 	return 0, false
 }
+
+// SyncBuffer collects a process's output while a test reads it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// Bytes returns a copy of what was written so far.
+func (s *SyncBuffer) Bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.b.Bytes())
+}
+
+// String returns what was written so far.
+func (s *SyncBuffer) String() string { return string(s.Bytes()) }
