@@ -152,6 +152,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Header.Set("X-Request-Id", id)
 	}
 	state := &requestState{}
+	// Deferred: ReverseProxy aborts a response that fails mid-body with a
+	// panic (http.ErrAbortHandler), and that request must be counted and
+	// logged too.
+	defer func() {
+		elapsed := time.Since(start)
+		method, code := methodLabel(r.Method), h.metrics.statusLabel(rec.status())
+		h.metrics.requests.WithLabelValues(method, code).Inc()
+		h.metrics.duration.WithLabelValues(method, code).Observe(elapsed.Seconds())
+		h.log.Info("request",
+			zap.String("method", r.Method),
+			zap.String("path", r.URL.Path),
+			zap.Int("status", rec.status()),
+			zap.Duration("duration", elapsed),
+			zap.Int64("bytes", rec.bytes),
+			zap.String("request_id", id),
+			zap.Bool("retried_401", state.retried))
+	}()
 	switch route(r, h.upstream) {
 	case refuseConnect:
 		writeProblem(rec, http.StatusMethodNotAllowed, CodeConnectNotSupported,
@@ -162,18 +179,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		h.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), stateKey{}, state)))
 	}
-	elapsed := time.Since(start)
-	method, code := methodLabel(r.Method), h.metrics.statusLabel(rec.status())
-	h.metrics.requests.WithLabelValues(method, code).Inc()
-	h.metrics.duration.WithLabelValues(method, code).Observe(elapsed.Seconds())
-	h.log.Info("request",
-		zap.String("method", r.Method),
-		zap.String("path", r.URL.Path),
-		zap.Int("status", rec.status()),
-		zap.Duration("duration", elapsed),
-		zap.Int64("bytes", rec.bytes),
-		zap.String("request_id", id),
-		zap.Bool("retried_401", state.retried))
 }
 
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {

@@ -485,6 +485,33 @@ func testBrokenRequestBodyIsTheClientsFault(t *testing.T, transport envOption) {
 	assertProblem(t, resp, string(body), 400, proxy.CodeBadRequestBody)
 }
 
+func TestResponseCutMidBodyIsStillCounted(t *testing.T) {
+	forEachTransport(t, testResponseCutMidBodyIsStillCounted)
+}
+
+func testResponseCutMidBodyIsStillCounted(t *testing.T, transport envOption) {
+	e := newEnv(t, false, transport)
+	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
+		w.Header().Set("Content-Length", "1000")
+		io.WriteString(w, "partial")
+		http.NewResponseController(w).Flush()
+		conn, _, _ := http.NewResponseController(w).Hijack()
+		conn.Close()
+	})
+	// The app sees the connection close, before or after the headers
+	// depending on buffering, but never a complete answer.
+	if resp, err := http.Get(e.proxy.URL + "/cut"); err == nil {
+		if _, err := io.ReadAll(resp.Body); err == nil {
+			t.Error("the app read a cut response as complete")
+		}
+		resp.Body.Close()
+	}
+	testkit.Eventually(t, "the cut request to be counted", func() bool {
+		v, _ := testkit.Lookup(t, e.reg, "dinie_proxy_requests_total", "code", "200")
+		return v == 1
+	})
+}
+
 func TestRedirectsArePassedBack(t *testing.T) { forEachTransport(t, testRedirectsArePassedBack) }
 
 func testRedirectsArePassedBack(t *testing.T, transport envOption) {
