@@ -429,15 +429,14 @@ func quietLog() *log.Logger { return log.New(io.Discard, "", 0) }
 
 // proxyProc is the built binary, running.
 type proxyProc struct {
-	cmd              *exec.Cmd
-	proxyAddr        string
-	proxyURL, admin  string
-	stdout, stderr   testkit.SyncBuffer
-	exited           chan struct{}
-	exitErr          error
-	exitedAt         time.Time
-	client           *http.Client
-	shutdownDeadline time.Duration
+	cmd             *exec.Cmd
+	proxyAddr       string
+	proxyURL, admin string
+	stdout, stderr  testkit.SyncBuffer
+	exited          chan struct{}
+	exitErr         error
+	exitedAt        time.Time
+	client          *http.Client
 }
 
 // env is what every proxy of the suite runs with: the fake Dinie, debug
