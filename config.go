@@ -41,10 +41,9 @@ type config struct {
 
 // key is one configuration key, as SPEC.md lists them.
 type key struct {
-	name   string
-	def    string
-	usage  string
-	secret bool // its value is never echoed
+	name  string
+	def   string
+	usage string
 }
 
 var keys = []key{
@@ -56,7 +55,7 @@ var keys = []key{
 	{name: "auth.token_url", usage: "token endpoint (default <upstream.url>/auth/token)"},
 	{name: "auth.client_id", usage: "client id"},
 	{name: "auth.client_id_file", usage: "file holding the client id"},
-	{name: "auth.client_secret", usage: "client secret", secret: true},
+	{name: "auth.client_secret", usage: "client secret"},
 	{name: "auth.client_secret_file", usage: "file holding the client secret; re-read when it changes"},
 	{name: "auth.refresh_before", def: "5m", usage: "refresh the token when it has this much lifetime left"},
 	{name: "listen.proxy", def: "127.0.0.1:8080", usage: "address applications connect to"},
@@ -191,10 +190,11 @@ func lookup(v *viper.Viper, k string) string {
 
 func validate(v *viper.Viper) (config, error) {
 	var cfg config
-	var errs []error
+	// One line, naming the first problem: the rest are usually its echo.
+	var first error
 	check := func(err error) {
-		if err != nil {
-			errs = append(errs, err)
+		if first == nil {
+			first = err
 		}
 	}
 	var err error
@@ -246,9 +246,8 @@ func validate(v *viper.Viper) (config, error) {
 	if cfg.logFormat != "json" && cfg.logFormat != "console" {
 		check(invalid("log.format", "%q is not json or console", cfg.logFormat))
 	}
-	if len(errs) > 0 {
-		// One line, naming the first problem: the rest are usually its echo.
-		return config{}, errs[0]
+	if first != nil {
+		return config{}, first
 	}
 	return cfg, nil
 }

@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -81,22 +80,37 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer stopLog()
 
 	// Bind every listener first: a busy port fails the start, not later.
+	// Closed on the way out whatever happens; Shutdown has usually closed
+	// them already, which makes this a no-op.
+	var listeners []net.Listener
+	defer func() {
+		for _, ln := range listeners {
+			ln.Close()
+		}
+	}()
+	listen := func(key, addr string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", key, err)
+		}
+		listeners = append(listeners, ln)
+		return ln, nil
+	}
+	proxyLn, err := listen("listen.proxy", cfg.listenProxy)
+	if err != nil {
+		return err
+	}
+	adminLn, err := listen("listen.admin", cfg.listenAdmin)
+	if err != nil {
+		return err
+	}
 	var mock net.Listener
 	if opts.demo {
-		if mock, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
-			return fmt.Errorf("demo: listen: %w", err)
+		if mock, err = listen("demo", "127.0.0.1:0"); err != nil {
+			return err
 		}
 		cfg.upstreamURL = &url.URL{Scheme: "http", Host: mock.Addr().String(), Path: "/api/v3"}
 		cfg.tokenURL = cfg.upstreamURL.String() + "/auth/token"
-	}
-	proxyLn, err := net.Listen("tcp", cfg.listenProxy)
-	if err != nil {
-		return fmt.Errorf("listen.proxy: %w", err)
-	}
-	adminLn, err := net.Listen("tcp", cfg.listenAdmin)
-	if err != nil {
-		proxyLn.Close()
-		return fmt.Errorf("listen.admin: %w", err)
 	}
 
 	reg := prometheus.NewRegistry()
@@ -145,10 +159,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		newServer(handler, log),
 		newServer(adminHandler(reg, cache.Ready, &draining), log),
 	}
-	listeners := []net.Listener{proxyLn, adminLn}
 	if opts.demo {
 		servers = append(servers, newServer(mockDinie(), log))
-		listeners = append(listeners, mock)
 	}
 	log.Info("listening",
 		zap.String("version", version),
@@ -233,5 +245,3 @@ func newLogger(cfg config, w io.Writer) (log *zap.Logger, stop func(), err error
 	ws := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(w), FlushInterval: time.Second}
 	return zap.New(zapcore.NewCore(enc, ws, level)), func() { ws.Stop() }, nil
 }
-
-func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -127,13 +127,9 @@ func (b *bufferPool) Get() []byte {
 
 func (b *bufferPool) Put(buf []byte) { b.pool.Put(&buf) }
 
-type stateKey struct{}
-
-// requestState carries what the transport learns about a request back to
-// the access log.
-type requestState struct {
-	retried bool
-}
+// recorderKey finds a request's recorder in its context, so that the
+// transport can note a 401 retry for the access log.
+type recorderKey struct{}
 
 // ServeHTTP forwards r upstream, or answers with a problem when the request
 // cannot or must not be forwarded.
@@ -151,7 +147,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		id = newRequestID()
 		r.Header.Set("X-Request-Id", id)
 	}
-	state := &requestState{}
 	// Deferred: ReverseProxy aborts a response that fails mid-body with a
 	// panic (http.ErrAbortHandler), and that request must be counted and
 	// logged too.
@@ -167,7 +162,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			zap.Duration("duration", elapsed),
 			zap.Int64("bytes", rec.bytes),
 			zap.String("request_id", id),
-			zap.Bool("retried_401", state.retried))
+			zap.Bool("retried_401", rec.retried))
 	}()
 	switch route(r, h.upstream) {
 	case refuseConnect:
@@ -177,7 +172,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeProblem(rec, http.StatusForbidden, CodeHostNotAllowed,
 			fmt.Sprintf("this proxy only forwards to %s, not to %s", h.upstream.Hostname(), r.URL.Hostname()))
 	default:
-		h.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), stateKey{}, state)))
+		h.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), recorderKey{}, rec)))
 	}
 }
 
@@ -268,11 +263,13 @@ func newRequestID() string {
 	return strconv.FormatUint(rand.Uint64(), 16)
 }
 
-// recorder remembers the status and size of an answer for the access log.
+// recorder remembers, for the metrics and the access log, the status and
+// size of an answer and whether a 401 retry happened on the way.
 type recorder struct {
 	http.ResponseWriter
-	code  int
-	bytes int64
+	code    int
+	bytes   int64
+	retried bool // set by the transport, on the handler's goroutine
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -316,6 +313,14 @@ type metrics struct {
 	rateReset     prometheus.Gauge
 }
 
+// upstreamGauge is one of the gauges of Dinie's rate-limit headers.
+func upstreamGauge(suffix, header string) prometheus.Gauge {
+	return prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "dinie_proxy_upstream_ratelimit_" + suffix,
+		Help: "The upstream's latest " + header + ".",
+	})
+}
+
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -335,18 +340,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "dinie_proxy_upstream_401_retries_total",
 			Help: "Requests sent again with a fresh token after the upstream answered 401.",
 		}),
-		rateLimit: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "dinie_proxy_upstream_ratelimit_limit",
-			Help: "The upstream's latest X-RateLimit-Limit.",
-		}),
-		rateRemaining: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "dinie_proxy_upstream_ratelimit_remaining",
-			Help: "The upstream's latest X-RateLimit-Remaining.",
-		}),
-		rateReset: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "dinie_proxy_upstream_ratelimit_reset_timestamp_seconds",
-			Help: "The upstream's latest X-RateLimit-Reset, a Unix time.",
-		}),
+		rateLimit:     upstreamGauge("limit", "X-RateLimit-Limit"),
+		rateRemaining: upstreamGauge("remaining", "X-RateLimit-Remaining"),
+		rateReset:     upstreamGauge("reset_timestamp_seconds", "X-RateLimit-Reset, a Unix time"),
 	}
 	for i := range m.codes {
 		m.codes[i] = strconv.Itoa(i)

@@ -19,6 +19,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/dinie/dinie-auth-proxy/internal/testkit"
 	"github.com/dinie/dinie-auth-proxy/proxy"
@@ -368,6 +370,37 @@ func testUpstream401IsRetriedOnceWithAFreshToken(t *testing.T, transport envOpti
 				t.Errorf("retries metric = %v, want 1", v)
 			}
 		})
+	}
+}
+
+func TestAccessLogLine(t *testing.T) { forEachTransport(t, testAccessLogLine) }
+
+func testAccessLogLine(t *testing.T, transport envOption) {
+	core, logs := observer.New(zap.InfoLevel)
+	e := newEnv(t, false, transport, func(_ *env, p *proxy.Config, _ *tokencache.Config) { p.Logger = zap.New(core) })
+	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
+		if s.Auth == "Bearer fake-token-1" {
+			w.WriteHeader(401)
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	do(t, http.DefaultClient, "GET", e.proxy.URL+"/customers?secret-looking=query", nil, "X-Request-Id", "req-log-1")
+	lines := logs.FilterMessage("request").All()
+	if len(lines) != 1 {
+		t.Fatalf("%d access lines, want 1", len(lines))
+	}
+	got := lines[0].ContextMap()
+	for key, want := range map[string]any{
+		"method": "GET", "path": "/customers", "status": int64(200), "bytes": int64(2),
+		"request_id": "req-log-1", "retried_401": true,
+	} {
+		if got[key] != want {
+			t.Errorf("access line %s = %v, want %v", key, got[key], want)
+		}
+	}
+	if _, ok := got["duration"]; !ok {
+		t.Error("access line has no duration")
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -82,6 +83,22 @@ type authTransport struct {
 	tokens    TokenSource
 	maxReplay int64
 	metrics   *metrics
+
+	// bearer is the header value of the token last used: the token changes
+	// once an hour, so building "Bearer "+token belongs there, not on every
+	// request.
+	bearer atomic.Pointer[bearerHeader]
+}
+
+type bearerHeader struct{ token, value string }
+
+func (t *authTransport) header(token string) string {
+	if b := t.bearer.Load(); b != nil && b.token == token {
+		return b.value
+	}
+	b := &bearerHeader{token: token, value: "Bearer " + token}
+	t.bearer.Store(b)
+	return b.value
 }
 
 func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -103,7 +120,7 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		req.Body = body
 	}
-	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Authorization", t.header(tok))
 	resp, err := t.base.RoundTrip(req)
 	if err != nil {
 		// Transports wrap a body's read error in types of their own; ask the
@@ -130,12 +147,12 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	discard(resp.Body)
 	t.metrics.retries.Inc()
-	if s, ok := req.Context().Value(stateKey{}).(*requestState); ok {
-		s.retried = true
+	if rec, ok := req.Context().Value(recorderKey{}).(*recorder); ok {
+		rec.retried = true
 	}
 	retry := req.Clone(req.Context())
 	retry.Body = replay
-	retry.Header.Set("Authorization", "Bearer "+fresh)
+	retry.Header.Set("Authorization", t.header(fresh))
 	resp, err = t.base.RoundTrip(retry)
 	if err != nil {
 		return nil, err

@@ -43,13 +43,8 @@ func TestClientMisbehaviour(t *testing.T) {
 	t.Parallel()
 	d := newFakeDinie(t, 3600)
 	p := startProxy(t, d.env())
-	p.waitReady(t, 10*time.Second)
+	baseline := p.readyBaseline(t)
 	ctx := context.Background()
-	if err := expectOK(p.do(t, ctx, "GET", "/ok", nil)); err != nil {
-		t.Fatal(err)
-	}
-	p.client.CloseIdleConnections()
-	baseline := p.goroutines(t)
 	var figMu sync.Mutex
 	figures := map[string]string{}
 	figure := func(k string, v any) {

@@ -524,6 +524,19 @@ func (p *proxyProc) stop(t *testing.T, wait time.Duration) {
 	}
 }
 
+// readyBaseline waits for readiness, sends one request through, and returns
+// the proxy's goroutine count with no client connection open: what a leak
+// check compares with.
+func (p *proxyProc) readyBaseline(t *testing.T) int {
+	t.Helper()
+	p.waitReady(t, 10*time.Second)
+	if err := expectOK(p.do(t, context.Background(), "GET", "/ok", nil)); err != nil {
+		t.Fatal(err)
+	}
+	p.client.CloseIdleConnections()
+	return p.goroutines(t)
+}
+
 // logFlush is how long the proxy may hold a log line in its buffer.
 const logFlush = 1200 * time.Millisecond
 

@@ -24,13 +24,8 @@ func TestUpstreamMisbehaviour(t *testing.T) {
 func testUpstreamMisbehaviour(t *testing.T, transport string) {
 	d := newFakeDinie(t, 3600)
 	p := startProxy(t, d.env("DINIE_PROXY_UPSTREAM_TRANSPORT", transport, "DINIE_PROXY_UPSTREAM_TIMEOUT", "2s"))
-	p.waitReady(t, 10*time.Second)
+	baseline := p.readyBaseline(t)
 	ctx := context.Background()
-	if err := expectOK(p.do(t, ctx, "GET", "/ok", nil)); err != nil {
-		t.Fatal(err)
-	}
-	p.client.CloseIdleConnections()
-	baseline := p.goroutines(t)
 	figures := map[string]string{}
 
 	// concurrently sends n requests and tallies their outcomes.

@@ -213,12 +213,11 @@ func (c *Cache) await(ctx context.Context) (string, error) {
 		c.mu.Unlock()
 		return t.value, nil
 	}
-	if now.Before(c.notBefore) {
-		err := &UnavailableError{Err: c.lastErr, RetryAt: c.notBefore}
-		c.mu.Unlock()
-		return "", err
-	}
+	paused := c.pausedLocked(now)
 	c.mu.Unlock()
+	if paused != nil {
+		return "", paused
+	}
 
 	var expired <-chan time.Time
 	if c.maxWait > 0 {
@@ -237,6 +236,15 @@ func (c *Cache) await(ctx context.Context) (string, error) {
 	case <-ctx.Done():
 		return "", fmt.Errorf("tokencache: wait for token: %w", context.Cause(ctx))
 	}
+}
+
+// pausedLocked returns the error for callers while the retry policy holds
+// fetches off, or nil. c.mu must be held.
+func (c *Cache) pausedLocked(now time.Time) error {
+	if now.Before(c.notBefore) {
+		return &UnavailableError{Err: c.lastErr, RetryAt: c.notBefore}
+	}
+	return nil
 }
 
 // Invalidate drops token if, and only if, it is still the current one: the
@@ -339,16 +347,15 @@ func (c *Cache) fetch() (any, error) {
 	// hold however the callers raced to get here.
 	c.mu.Lock()
 	now := c.clock.Now()
-	if now.Before(c.notBefore) {
-		err := &UnavailableError{Err: c.lastErr, RetryAt: c.notBefore}
-		c.mu.Unlock()
-		return nil, err
+	paused := c.pausedLocked(now)
+	t := c.current.Load()
+	c.mu.Unlock()
+	if paused != nil {
+		return nil, paused
 	}
-	if t := c.current.Load(); t != nil && now.Before(t.refreshAt) {
-		c.mu.Unlock()
+	if t != nil && now.Before(t.refreshAt) {
 		return t, nil
 	}
-	c.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(c.life, c.fetchTimeout)
 	defer cancel()
@@ -360,7 +367,7 @@ func (c *Cache) fetch() (any, error) {
 	if err != nil {
 		return nil, c.failed(err, now)
 	}
-	t := c.newToken(resp, sent)
+	t = c.newToken(resp, sent)
 	c.mu.Lock()
 	c.current.Store(t)
 	c.notBefore, c.failures, c.lastErr = time.Time{}, 0, nil
