@@ -676,3 +676,78 @@ dinie_proxy_requests_total{code="403",method="get"} 1
 		t.Errorf("duration series = %d, want 2", n)
 	}
 }
+
+func TestForwardingRulesOfAReverseProxy(t *testing.T) {
+	forEachTransport(t, testForwardingRulesOfAReverseProxy)
+}
+
+func testForwardingRulesOfAReverseProxy(t *testing.T, transport envOption) {
+	e := newEnv(t, false, transport)
+	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
+		w.Header().Set("Trailer", "X-Checksum")
+		w.Header().Set("Connection", "X-Resp-Hop")
+		w.Header().Set("X-Resp-Hop", "1")
+		w.Header().Set("Keep-Alive", "timeout=5")
+		w.Header().Set("X-End", "1")
+		io.WriteString(w, "ok")
+		w.Header().Set("X-Checksum", "fake-sum")
+	})
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", e.proxy.URL+"/customers", nil)
+	req.Header["User-Agent"] = []string{""} // Go's client then sends none
+	req.Header.Set("X-Forwarded-For", "203.0.113.7")
+	req.Header.Set("Forwarded", "for=203.0.113.7")
+	req.Header.Set("Te", "trailers")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+
+	s := e.last(t)
+	if ua, ok := s.Header["User-Agent"]; ok {
+		t.Errorf("upstream got User-Agent %q, want none as the app sent", ua)
+	}
+	if s.Header.Get("X-Forwarded-For") != "" || s.Header.Get("Forwarded") != "" {
+		t.Error("the app's forwarding headers reached the upstream")
+	}
+	if s.Header.Get("Te") != "trailers" {
+		t.Errorf("Te = %q, want the app's trailers", s.Header.Get("Te"))
+	}
+	if s.RequestID == "" {
+		t.Error("no X-Request-Id upstream")
+	}
+	if string(body) != "ok" || resp.Header.Get("X-End") != "1" {
+		t.Errorf("answer %q X-End=%q", body, resp.Header.Get("X-End"))
+	}
+	if resp.Header.Get("X-Resp-Hop") != "" || resp.Header.Get("Keep-Alive") != "" {
+		t.Error("the upstream's hop-by-hop headers reached the app")
+	}
+	if got := resp.Trailer.Get("X-Checksum"); got != "fake-sum" {
+		t.Errorf("trailer X-Checksum = %q, want it passed on", got)
+	}
+}
+
+// A client that sends "Expect: 100-continue" waits for the go-ahead before
+// the body. A request refused before its body is read must be answered, not
+// left waiting for a body nobody asked for.
+func TestRefusedExpectContinueRequestIsAnswered(t *testing.T) {
+	e := newEnv(t, false)
+	e.tokenEP.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(401)
+	})
+	client := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: time.Hour}}
+	defer client.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", e.proxy.URL+"/customers", strings.NewReader(`{"name":"fake"}`))
+	req.Header.Set("Expect", "100-continue")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("status %d, want 503", resp.StatusCode)
+	}
+}

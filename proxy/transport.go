@@ -75,9 +75,8 @@ func (e *tokenError) Unwrap() error { return e.err }
 // the request is sent once more with a fresh token when its body can be
 // replayed. A second 401 goes back to the app.
 //
-// It only ever sees the outbound requests of our own ReverseProxy, which are
-// private copies, so it sets the header in place instead of cloning again on
-// every request.
+// It only ever sees the Handler's outbound requests, which are private
+// copies, so it sets the header in place instead of cloning again.
 type authTransport struct {
 	base      http.RoundTripper
 	tokens    TokenSource
@@ -101,12 +100,10 @@ func (t *authTransport) header(token string) string {
 	return b.value
 }
 
-func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+// send sends req upstream, noting a 401 retry on rec for the access log.
+func (t *authTransport) send(req *http.Request, rec *recorder) (*http.Response, error) {
 	tok, err := t.tokens.Token(req.Context())
 	if err != nil {
-		if req.Body != nil {
-			req.Body.Close()
-		}
 		return nil, &tokenError{err}
 	}
 	var body *requestBody
@@ -120,7 +117,7 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		req.Body = body
 	}
-	req.Header.Set("Authorization", t.header(tok))
+	req.Header["Authorization"] = []string{t.header(tok)}
 	resp, err := t.base.RoundTrip(req)
 	if err != nil {
 		// Transports wrap a body's read error in types of their own; ask the
@@ -147,9 +144,7 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	discard(resp.Body)
 	t.metrics.retries.Inc()
-	if rec, ok := req.Context().Value(recorderKey{}).(*recorder); ok {
-		rec.retried = true
-	}
+	rec.retried = true
 	retry := req.Clone(req.Context())
 	retry.Body = replay
 	retry.Header.Set("Authorization", t.header(fresh))
@@ -234,7 +229,11 @@ func (b *requestBody) readError() error {
 	return b.err
 }
 
-func (b *requestBody) Close() error { return b.body.Close() }
+// Close leaves the app's body open: the server closes it once the handler
+// returns. Closing it earlier, as a transport does when it gives up, would
+// make the server read the rest of it, and a client waiting for
+// "100 Continue" would never send it.
+func (b *requestBody) Close() error { return nil }
 
 // complete returns the whole body, if it was read to the end and kept.
 func (b *requestBody) complete() ([]byte, bool) {
@@ -246,16 +245,19 @@ func (b *requestBody) complete() ([]byte, bool) {
 // observeRateLimit exports Dinie's rate-limit headers. Absent headers leave
 // the gauges as they are; malformed ones are ignored.
 func (m *metrics) observeRateLimit(h http.Header) {
-	setFromHeader(m.rateLimit, h, "X-RateLimit-Limit")
-	setFromHeader(m.rateRemaining, h, "X-RateLimit-Remaining")
-	setFromHeader(m.rateReset, h, "X-RateLimit-Reset")
+	setFromHeader(m.rateLimit, h, "X-Ratelimit-Limit")
+	setFromHeader(m.rateRemaining, h, "X-Ratelimit-Remaining")
+	setFromHeader(m.rateReset, h, "X-Ratelimit-Reset")
 }
 
+// setFromHeader takes the key in canonical form: a direct map lookup,
+// where Header.Get would canonicalize the key on every response.
 func setFromHeader(g prometheus.Gauge, h http.Header, key string) {
-	v := h.Get(key)
-	if v == "" {
+	vv := h[key]
+	if len(vv) == 0 || vv[0] == "" {
 		return
 	}
+	v := vv[0]
 	f, err := strconv.ParseFloat(v, 64)
 	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 {
 		return
