@@ -17,8 +17,9 @@ import (
 // clones, client trace and context wrapping: under load they cost about a
 // fifth of the handler's CPU (bench/README.md). Protocol upgrades and 1xx
 // answers are not relayed: the Dinie API has neither.
-func (h *Handler) forward(w *recorder, in *http.Request, id string) {
-	out := h.outbound(in, id)
+func (h *Handler) forward(x *exchange, in *http.Request, id string) {
+	w := &x.rec
+	out := h.outbound(x, in, id)
 	resp, err := h.auth.send(out, w)
 	if err != nil {
 		h.proxyError(w, in, id, err)
@@ -53,15 +54,16 @@ func (h *Handler) forward(w *recorder, in *http.Request, id string) {
 // outbound is the request sent upstream: a shallow copy of in with the
 // upstream's URL and a new header map without the hop-by-hop headers and
 // the app's own credentials. The token is added by authTransport.
-func (h *Handler) outbound(in *http.Request, id string) *http.Request {
-	out := new(http.Request)
+func (h *Handler) outbound(x *exchange, in *http.Request, id string) *http.Request {
+	out := &x.out
 	*out = *in // keeps in's context: the app going away cancels the request
-	u := *in.URL
+	u := &x.url
+	*u = *in.URL
 	u.Scheme, u.Host = h.upstream.Scheme, h.upstream.Host
 	if !in.URL.IsAbs() {
 		u.Path, u.RawPath = upstreamPath(h.prefix, h.escapedPrefix, in.URL)
 	}
-	out.URL = &u
+	out.URL = u
 	out.Host = "" // the Host header is the upstream's
 	out.RequestURI = ""
 	out.Close = false // the app's connection handling is not the upstream's
@@ -78,11 +80,11 @@ func (h *Handler) outbound(in *http.Request, id string) *http.Request {
 	}
 	removeConnectionListed(hdr, in.Header["Connection"])
 	if containsToken(in.Header["Te"], "trailers") {
-		hdr["Te"] = []string{"trailers"}
+		hdr["Te"] = h.teTrailers
 	}
 	if _, ok := hdr["User-Agent"]; !ok {
 		// Not Go's default User-Agent either: the upstream sees the app's.
-		hdr["User-Agent"] = []string{""}
+		hdr["User-Agent"] = h.noUserAgent
 	}
 	if _, ok := hdr["X-Request-Id"]; !ok {
 		hdr["X-Request-Id"] = []string{id}
@@ -125,11 +127,15 @@ func copyResponseHeader(dst, src http.Header) {
 }
 
 // removeConnectionListed drops the headers that a Connection header names:
-// the sender meant them for this hop only.
+// the sender meant them for this hop only. "keep-alive" and "close", on
+// nearly every message, name the connection's fate rather than a header
+// left to drop (Keep-Alive is hop-by-hop anyway), so they skip the
+// canonicalizing Del.
 func removeConnectionListed(h http.Header, connection []string) {
 	for _, v := range connection {
 		for name := range strings.SplitSeq(v, ",") {
-			if name = textproto.TrimString(name); name != "" {
+			name = textproto.TrimString(name)
+			if name != "" && !strings.EqualFold(name, "keep-alive") && !strings.EqualFold(name, "close") {
 				h.Del(name)
 			}
 		}
@@ -154,8 +160,9 @@ func containsToken(values []string, token string) bool {
 // the app as it arrives; the rest is left to the server's buffering.
 func (h *Handler) copyBody(w *recorder, resp *http.Response) error {
 	flush := resp.ContentLength < 0 || isEventStream(resp.Header["Content-Type"])
-	buf := h.buffers.Get()
-	defer h.buffers.Put(buf)
+	bp := h.buffers.get()
+	defer h.buffers.put(bp)
+	buf := *bp
 	for {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {

@@ -77,6 +77,9 @@ type h1conn struct {
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
+	// poison aborts blocked I/O on the connection; made once per
+	// connection rather than as a closure per request.
+	poison func()
 }
 
 // errNothingRead marks a failure before the first byte of the response: on
@@ -137,7 +140,7 @@ var longAgo = time.Unix(1, 0)
 func (t *H1Transport) exchange(ctx context.Context, pc *h1conn, req *http.Request) (*http.Response, error) {
 	// A cancelled request (the app went away) must not leave this goroutine
 	// blocked on the upstream: poisoning the deadline wakes it up.
-	stop := context.AfterFunc(ctx, func() { pc.conn.SetDeadline(longAgo) })
+	stop := context.AfterFunc(ctx, pc.poison)
 	fail := func(err error) (*http.Response, error) {
 		stop()
 		return nil, err
@@ -303,8 +306,9 @@ func (t *H1Transport) dial(ctx context.Context) (*h1conn, error) {
 		conn = tc
 	}
 	return &h1conn{
-		conn: conn,
-		raw:  raw,
+		conn:   conn,
+		raw:    raw,
+		poison: func() { conn.SetDeadline(longAgo) },
 		// Response headers fit in 4 KiB and bodies are read in 32 KiB
 		// chunks that bypass the buffer; the writer is larger because TLS
 		// writes a record, and the kernel a packet, per flush (with 4 KiB,

@@ -89,13 +89,19 @@ type authTransport struct {
 	bearer atomic.Pointer[bearerHeader]
 }
 
-type bearerHeader struct{ token, value string }
+// bearerHeader is the Authorization header of one token, as the value
+// slice that every request with that token shares (read-only, like
+// Handler.noUserAgent).
+type bearerHeader struct {
+	token string
+	value []string
+}
 
-func (t *authTransport) header(token string) string {
+func (t *authTransport) header(token string) []string {
 	if b := t.bearer.Load(); b != nil && b.token == token {
 		return b.value
 	}
-	b := &bearerHeader{token: token, value: "Bearer " + token}
+	b := &bearerHeader{token: token, value: []string{"Bearer " + token}}
 	t.bearer.Store(b)
 	return b.value
 }
@@ -117,7 +123,7 @@ func (t *authTransport) send(req *http.Request, rec *recorder) (*http.Response, 
 		}
 		req.Body = body
 	}
-	req.Header["Authorization"] = []string{t.header(tok)}
+	req.Header["Authorization"] = t.header(tok)
 	resp, err := t.base.RoundTrip(req)
 	if err != nil {
 		// Transports wrap a body's read error in types of their own; ask the
@@ -147,7 +153,7 @@ func (t *authTransport) send(req *http.Request, rec *recorder) (*http.Response, 
 	rec.retried = true
 	retry := req.Clone(req.Context())
 	retry.Body = replay
-	retry.Header.Set("Authorization", t.header(fresh))
+	retry.Header["Authorization"] = t.header(fresh)
 	resp, err = t.base.RoundTrip(retry)
 	if err != nil {
 		return nil, err
