@@ -5,6 +5,7 @@
 #
 #   bash bench/run.sh                     # full run, about 3 minutes
 #   BENCH_DURATION=2 BENCH_ROUNDS=1 bash bench/run.sh   # quick look
+#   BENCH_MODE=instructions bash bench/run.sh           # callgrind, about 1 minute
 #
 # Knobs (environment):
 #   BENCH_DURATION      seconds per wrk run (4)
@@ -16,6 +17,10 @@
 #   BENCH_SIDECAR_ARGS  extra flags for dinie-auth-proxy, e.g. "--upstream.transport standard"
 #   BENCH_PORT_BASE     first port to try (18700)
 #   BENCH_OUT           also write the result table to this file
+#   BENCH_MODE          load (default) or instructions: the sidecar alone under
+#                       callgrind, user-space instructions per GET at 16
+#                       connections (repeatable to ~1%, where wall-clock CPU
+#                       on a shared VM is not)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -27,6 +32,15 @@ read -ra targets <<<"${BENCH_TARGETS:-nginx haproxy sidecar}"
 load_cpu=${BENCH_LOAD_CPU:-0}
 proxy_cpu=${BENCH_PROXY_CPU:-1}
 read -ra sidecar_args <<<"${BENCH_SIDECAR_ARGS:-}"
+mode=${BENCH_MODE:-load}
+case $mode in
+load) ;;
+instructions) targets=(sidecar) ;;
+*)
+	echo "bench: BENCH_MODE must be load or instructions, not $mode" >&2
+	exit 1
+	;;
+esac
 next_port=${BENCH_PORT_BASE:-18700}
 upstream_port='' upstream_pid='' cert='' key='' # set once the upstream is started
 clk_tck=$(getconf CLK_TCK)
@@ -47,6 +61,7 @@ install_tools() {
 	command -v haproxy >/dev/null || missing+=(haproxy)
 	command -v curl >/dev/null || missing+=(curl)
 	command -v taskset >/dev/null || missing+=(util-linux)
+	[ "$mode" = instructions ] && ! command -v callgrind_control >/dev/null && missing+=(valgrind)
 	[ ${#missing[@]} -eq 0 ] && return
 	[ "$(id -u)" = 0 ] || die "need root to apt-get install ${missing[*]}"
 	say "installing ${missing[*]} from Debian"
@@ -150,10 +165,16 @@ start_haproxy() {
 }
 
 start_sidecar() {
-	local port admin i
+	local port admin i wrapper=()
 	free_port port
 	free_port admin
-	taskset -c "$proxy_cpu" "$tmp/dinie-auth-proxy" \
+	if [ "$mode" = instructions ]; then
+		# Counting starts at the first zeroing, after the warm-up. Go's
+		# preemption signals trip an assertion in callgrind: off.
+		wrapper=(env GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind --collect-atstart=yes
+			"--callgrind-out-file=$tmp/callgrind.out")
+	fi
+	taskset -c "$proxy_cpu" "${wrapper[@]}" "$tmp/dinie-auth-proxy" \
 		--upstream.url "https://127.0.0.1:$upstream_port/api/v3" --upstream.ca_file "$cert" \
 		--auth.client_id fake-bench-id --auth.client_secret fake-bench-secret \
 		--listen.proxy "127.0.0.1:$port" --listen.admin "127.0.0.1:$admin" \
@@ -161,12 +182,12 @@ start_sidecar() {
 	started_pids+=($!)
 	target_pid[sidecar]=$!
 	target_port[sidecar]=$port
-	for ((i = 0; i < 150; i++)); do
+	for ((i = 0; i < 600; i++)); do # 60 s: valgrind starts slowly
 		kill -0 "${target_pid[sidecar]}" 2>/dev/null || die "dinie-auth-proxy exited: $(cat "$tmp/sidecar.log")"
 		[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/readyz")" = 200 ] && return 0
 		sleep 0.1
 	done
-	die "dinie-auth-proxy not ready within 15 s: $(cat "$tmp/sidecar.log")"
+	die "dinie-auth-proxy not ready within 60 s: $(cat "$tmp/sidecar.log")"
 }
 
 # pids_of TARGET: the target's process and its children (nginx's workers).
@@ -318,6 +339,50 @@ for t in "${targets[@]}"; do
 	[[ $body == *cus_0123456789abcdef* ]] || die "$t answered something else: $body"
 	say "$t ready on 127.0.0.1:${target_port[$t]} (pid ${target_pid[$t]}, cpu $proxy_cpu)"
 done
+
+# count_instructions: the sidecar's user-space instructions per GET, from
+# callgrind, over one wrk run at 16 connections after a warm-up; then where
+# they go, by package (self cost). Kernel time is not counted: it is about
+# the same per request for every target (perf: 12-14 us of the proxy's
+# CPU), so this is the part that differs.
+count_instructions() {
+	local pid=${target_pid[sidecar]} out req total
+	taskset -c "$load_cpu" wrk -t1 -c16 -d3s "http://127.0.0.1:${target_port[sidecar]}/api/v3/customers" >/dev/null
+	callgrind_control -z "$pid" >/dev/null
+	out=$(taskset -c "$load_cpu" wrk -t1 -c16 -d"${duration}s" --latency -s bench/get.lua \
+		"http://127.0.0.1:${target_port[sidecar]}/api/v3/customers" 2>&1) || die "wrk failed: $out"
+	callgrind_control -d "$pid" >/dev/null
+	read -r _ req _ <<<"$(grep '^BENCH ' <<<"$out")"
+	total=$(awk '/^totals:/ { s += $2 } END { print s }' "$tmp"/callgrind.out.*)
+	if [ -z "$req" ] || [ "$req" -eq 0 ] || [ -z "$total" ]; then
+		die "no count from callgrind; see $tmp/sidecar.log"
+	fi
+	printf '\ndinie-auth-proxy %s: %d requests, %d instructions per request (user space)\n\n' \
+		"$(git -C "$root" describe --always --dirty 2>/dev/null || echo '?')" "$req" "$((total / req))"
+	echo "| package (self cost) | instructions per request | share |"
+	echo "| --- | ---: | ---: |"
+	callgrind_annotate --inclusive=no --threshold=100 "$tmp"/callgrind.out.* 2>/dev/null | awk -v req="$req" -v total="$total" '
+		# "25,370,804 ( 4.32%)  /usr/local/go/src/runtime/malloc.go:runtime.mallocgc [/tmp/...]"
+		/^ *[0-9,]+ +\( *[0-9.]+%\) +[^ ]+:/ {
+			n = $1; gsub(",", "", n)
+			f = $0; sub(/^[^)]*\) +/, "", f); sub(/ .*/, "", f); sub(/^[^:]*:/, "", f)
+			# The package: the symbol up to the first dot after its last slash.
+			p = f; last = ""; while (match(p, /\//)) { last = last substr(p, 1, RSTART); p = substr(p, RSTART + 1) }
+			sub(/\..*/, "", p); pkg = last p
+			sub(/^internal\/runtime\/.*/, "runtime", pkg); sub(/^aeshashbody$|^indexbytebody$|^memeqbody$/, "runtime", pkg)
+			by[pkg] += n
+		}
+		END {
+			for (k in by) printf "%d\t%s\n", by[k], k
+		}' | sort -rn | head -12 | awk -F'\t' -v req="$req" -v total="$total" \
+		'{ printf "| %s | %d | %.1f%% |\n", $2, $1 / req, $1 / total * 100 }'
+}
+
+if [ "$mode" = instructions ]; then
+	count_instructions | tee "${BENCH_OUT:-/dev/null}"
+	say "done in $((SECONDS - started)) s"
+	exit 0
+fi
 
 say "warming up (1 s at 16 connections each, not counted)"
 for t in "${targets[@]}"; do
