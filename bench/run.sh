@@ -10,7 +10,8 @@
 # Knobs (environment):
 #   BENCH_DURATION      seconds per wrk run (4)
 #   BENCH_ROUNDS        interleaved rounds, averaged per target (3)
-#   BENCH_TARGETS       targets in the order they interleave ("nginx haproxy sidecar")
+#   BENCH_TARGETS       targets in the order they interleave ("nginx haproxy sidecar");
+#                       "fasthttp" adds the reference in bench/fasthttp
 #   BENCH_LOAD_CPU      core for wrk and the upstream (0)
 #   BENCH_PROXY_CPU     core for the proxy under test (1)
 #   BENCH_UPSTREAM      nginx (default) or go: what serves the fake Dinie API
@@ -164,6 +165,19 @@ start_haproxy() {
 	wait_port "$port" "$!" haproxy
 }
 
+# start_fasthttp: the reference in bench/fasthttp (not the product), with
+# the sidecar's GOGC.
+start_fasthttp() {
+	local port
+	free_port port
+	GOGC=200 taskset -c "$proxy_cpu" "$tmp/fasthttp" -listen "127.0.0.1:$port" \
+		-upstream "127.0.0.1:$upstream_port" -ca "$cert" >"$tmp/fasthttp.log" 2>&1 &
+	started_pids+=($!)
+	target_pid[fasthttp]=$!
+	target_port[fasthttp]=$port
+	wait_port "$port" "$!" fasthttp
+}
+
 start_sidecar() {
 	local port admin i wrapper=()
 	free_port port
@@ -305,6 +319,9 @@ install_tools
 say "building dinie-auth-proxy and the upstream"
 go build -o "$tmp/dinie-auth-proxy" . || die "go build of dinie-auth-proxy failed"
 go build -o "$tmp/upstream" ./bench/upstream || die "go build of bench/upstream failed"
+if [[ " ${targets[*]} " == *" fasthttp "* ]]; then
+	(cd bench/fasthttp && go build -o "$tmp/fasthttp" .) || die "go build of bench/fasthttp failed"
+fi
 
 free_port upstream_port
 cert=$tmp/upstream.pem
@@ -331,8 +348,8 @@ say "upstream ($upstream_kind) on https://127.0.0.1:$upstream_port (pid $upstrea
 
 for t in "${targets[@]}"; do
 	case $t in
-	nginx | haproxy | sidecar) "start_$t" ;;
-	*) die "unknown target $t (nginx, haproxy, sidecar)" ;;
+	nginx | haproxy | sidecar | fasthttp) "start_$t" ;;
+	*) die "unknown target $t (nginx, haproxy, sidecar, fasthttp)" ;;
 	esac
 	# Each must answer through the upstream with the token injected.
 	body=$(curl -sf "http://127.0.0.1:${target_port[$t]}/api/v3/customers") || die "$t does not proxy; see $tmp/$t.log"
