@@ -46,6 +46,13 @@ func (h *Handler) forward(x *exchange, in *http.Request, id string) {
 		panic(http.ErrAbortHandler)
 	}
 	resp.Body.Close() // fills resp.Trailer
+	if len(resp.Trailer) == 0 {
+		return
+	}
+	// Flushing now, before the handler returns, keeps the server from
+	// sending a short answer with a Content-Length, which has no room for
+	// trailers the upstream did not announce.
+	w.Flush()
 	for k, vv := range resp.Trailer {
 		w.Header()[http.TrailerPrefix+k] = vv
 	}

@@ -726,6 +726,7 @@ func testForwardingRulesOfAReverseProxy(t *testing.T, transport envOption) {
 	if got := resp.Trailer.Get("X-Checksum"); got != "fake-sum" {
 		t.Errorf("trailer X-Checksum = %q, want it passed on", got)
 	}
+
 }
 
 // A client that sends "Expect: 100-continue" waits for the go-ahead before
@@ -749,5 +750,29 @@ func TestRefusedExpectContinueRequestIsAnswered(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("status %d, want 503", resp.StatusCode)
+	}
+}
+
+// Trailers the upstream did not announce are only known at the end of the
+// body, after the app's headers went out: the answer must be chunked for
+// them to reach the app.
+func TestUnannouncedTrailersArePassedOn(t *testing.T) {
+	forEachTransport(t, testUnannouncedTrailersArePassedOn)
+}
+
+func testUnannouncedTrailersArePassedOn(t *testing.T, transport envOption) {
+	e := newEnv(t, false, transport)
+	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
+		io.WriteString(w, "ok")
+		w.Header().Set(http.TrailerPrefix+"X-Late", "fake-late")
+	})
+	resp, err := http.Get(e.proxy.URL + "/customers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if got := resp.Trailer.Get("X-Late"); got != "fake-late" {
+		t.Errorf("trailer X-Late = %q, want it passed on", got)
 	}
 }
