@@ -45,14 +45,10 @@ func (h *Handler) forward(x *exchange, in *http.Request, id string) {
 		// answer is incomplete is to drop its connection.
 		panic(http.ErrAbortHandler)
 	}
+	// Trailers the upstream did not announce come with a chunked body,
+	// which copyBody flushed as it went: the app's answer is chunked too,
+	// with room for them.
 	resp.Body.Close() // fills resp.Trailer
-	if len(resp.Trailer) == 0 {
-		return
-	}
-	// Flushing now, before the handler returns, keeps the server from
-	// sending a short answer with a Content-Length, which has no room for
-	// trailers the upstream did not announce.
-	w.Flush()
 	for k, vv := range resp.Trailer {
 		w.Header()[http.TrailerPrefix+k] = vv
 	}

@@ -764,6 +764,8 @@ func testUnannouncedTrailersArePassedOn(t *testing.T, transport envOption) {
 	e := newEnv(t, false, transport)
 	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
 		io.WriteString(w, "ok")
+		// Flushed, or the test server itself would drop the trailer.
+		http.NewResponseController(w).Flush()
 		w.Header().Set(http.TrailerPrefix+"X-Late", "fake-late")
 	})
 	resp, err := http.Get(e.proxy.URL + "/customers")
