@@ -359,9 +359,8 @@ done
 
 # count_instructions: the sidecar's user-space instructions per GET, from
 # callgrind, over one wrk run at 16 connections after a warm-up; then where
-# they go, by package (self cost). Kernel time is not counted: it is about
-# the same per request for every target (perf: 12-14 us of the proxy's
-# CPU), so this is the part that differs.
+# they go, by package (self cost). Kernel time is not counted: it differs
+# far less between targets than user time (bench/README.md).
 count_instructions() {
 	local pid=${target_pid[sidecar]} out req total
 	taskset -c "$load_cpu" wrk -t1 -c16 -d3s "http://127.0.0.1:${target_port[sidecar]}/api/v3/customers" >/dev/null
