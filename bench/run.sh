@@ -11,7 +11,8 @@
 #   BENCH_DURATION      seconds per wrk run (4)
 #   BENCH_ROUNDS        interleaved rounds, averaged per target (3)
 #   BENCH_TARGETS       targets in the order they interleave ("nginx haproxy sidecar");
-#                       "fasthttp" adds the reference in bench/fasthttp
+#                       "fasthttp" and "fasthttp-full" add the references in
+#                       bench/fasthttp
 #   BENCH_LOAD_CPU      core for wrk and the upstream (0)
 #   BENCH_PROXY_CPU     core for the proxy under test (1)
 #   BENCH_UPSTREAM      nginx (default) or go: what serves the fake Dinie API
@@ -165,18 +166,20 @@ start_haproxy() {
 	wait_port "$port" "$!" haproxy
 }
 
-# start_fasthttp: the reference in bench/fasthttp (not the product), with
-# the sidecar's GOGC.
+# start_fasthttp [NAME FLAG]: the reference in bench/fasthttp (not the
+# product), bare or with -full, with the sidecar's GOGC.
 start_fasthttp() {
-	local port
+	local name=${1:-fasthttp} port
 	free_port port
 	GOGC=200 taskset -c "$proxy_cpu" "$tmp/fasthttp" -listen "127.0.0.1:$port" \
-		-upstream "127.0.0.1:$upstream_port" -ca "$cert" >"$tmp/fasthttp.log" 2>&1 &
+		-upstream "127.0.0.1:$upstream_port" -ca "$cert" ${2:+"$2"} >"$tmp/$name.log" 2>&1 &
 	started_pids+=($!)
-	target_pid[fasthttp]=$!
-	target_port[fasthttp]=$port
-	wait_port "$port" "$!" fasthttp
+	target_pid[$name]=$!
+	target_port[$name]=$port
+	wait_port "$port" "$!" "$name"
 }
+
+start_fasthttp-full() { start_fasthttp fasthttp-full -full; }
 
 start_sidecar() {
 	local port admin i wrapper=()
@@ -319,7 +322,7 @@ install_tools
 say "building dinie-auth-proxy and the upstream"
 go build -o "$tmp/dinie-auth-proxy" . || die "go build of dinie-auth-proxy failed"
 go build -o "$tmp/upstream" ./bench/upstream || die "go build of bench/upstream failed"
-if [[ " ${targets[*]} " == *" fasthttp "* ]]; then
+if [[ " ${targets[*]} " == *" fasthttp"* ]]; then
 	(cd bench/fasthttp && go build -o "$tmp/fasthttp" .) || die "go build of bench/fasthttp failed"
 fi
 
@@ -348,8 +351,8 @@ say "upstream ($upstream_kind) on https://127.0.0.1:$upstream_port (pid $upstrea
 
 for t in "${targets[@]}"; do
 	case $t in
-	nginx | haproxy | sidecar | fasthttp) "start_$t" ;;
-	*) die "unknown target $t (nginx, haproxy, sidecar, fasthttp)" ;;
+	nginx | haproxy | sidecar | fasthttp | fasthttp-full) "start_$t" ;;
+	*) die "unknown target $t (nginx, haproxy, sidecar, fasthttp, fasthttp-full)" ;;
 	esac
 	# Each must answer through the upstream with the token injected.
 	body=$(curl -sf "http://127.0.0.1:${target_port[$t]}/api/v3/customers") || die "$t does not proxy; see $tmp/$t.log"
