@@ -46,8 +46,8 @@ func (h *Handler) forward(x *exchange, in *http.Request, id string) {
 		panic(http.ErrAbortHandler)
 	}
 	// Trailers the upstream did not announce come with a chunked body,
-	// which copyBody flushed as it went: the app's answer is chunked too,
-	// with room for them.
+	// which copyBody flushed before its first byte: the app's answer is
+	// chunked too, with room for them, even when the body is empty.
 	resp.Body.Close() // fills resp.Trailer
 	for k, vv := range resp.Trailer {
 		w.Header()[http.TrailerPrefix+k] = vv
@@ -89,8 +89,8 @@ func (h *Handler) outbound(x *exchange, in *http.Request, id string) *http.Reque
 		// Not Go's default User-Agent either: the upstream sees the app's.
 		hdr["User-Agent"] = h.noUserAgent
 	}
-	if _, ok := hdr["X-Request-Id"]; !ok {
-		hdr["X-Request-Id"] = []string{id}
+	if v := hdr["X-Request-Id"]; len(v) == 0 || v[0] == "" {
+		hdr["X-Request-Id"] = []string{id} // what the access log shows
 	}
 	out.Header = hdr
 	return out
@@ -159,10 +159,15 @@ func containsToken(values []string, token string) bool {
 }
 
 // copyBody copies the answer's body to the app. Event streams and bodies of
-// unknown length are flushed after every read, so that each event reaches
-// the app as it arrives; the rest is left to the server's buffering.
+// unknown length are flushed at once, so that the app has the status line
+// before the first event, which may be long in coming, and then after every
+// read, so that each event reaches the app as it arrives; the rest is left
+// to the server's buffering.
 func (h *Handler) copyBody(w *recorder, resp *http.Response) error {
 	flush := resp.ContentLength < 0 || isEventStream(resp.Header["Content-Type"])
+	if flush {
+		w.Flush()
+	}
 	bp := h.buffers.get()
 	defer h.buffers.put(bp)
 	buf := *bp

@@ -577,6 +577,10 @@ func testRequestIDIsPassedOrGenerated(t *testing.T, transport envOption) {
 	if id := e.last(t).RequestID; id == "" {
 		t.Error("no X-Request-Id generated")
 	}
+	do(t, http.DefaultClient, "GET", e.proxy.URL+"/c", nil, "X-Request-Id", "")
+	if id := e.last(t).RequestID; id == "" {
+		t.Error("an empty X-Request-Id went upstream empty, not generated")
+	}
 }
 
 func TestServerSentEventsAreFlushedAsTheyArrive(t *testing.T) {
@@ -761,20 +765,47 @@ func TestUnannouncedTrailersArePassedOn(t *testing.T) {
 }
 
 func testUnannouncedTrailersArePassedOn(t *testing.T, transport envOption) {
+	for _, body := range []string{"ok", ""} {
+		e := newEnv(t, false, transport)
+		e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
+			io.WriteString(w, body)
+			// Flushed, or the test server itself would drop the trailer.
+			http.NewResponseController(w).Flush()
+			w.Header().Set(http.TrailerPrefix+"X-Late", "fake-late")
+		})
+		resp, err := http.Get(e.proxy.URL + "/customers")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got := resp.Trailer.Get("X-Late"); got != "fake-late" {
+			t.Errorf("body %q: trailer X-Late = %q, want it passed on", body, got)
+		}
+	}
+}
+
+// An event stream's status line must reach the app before its first event,
+// which may take long: EventSource's onopen and clients with a header
+// timeout wait for it.
+func TestEventStreamHeadersArriveBeforeTheFirstEvent(t *testing.T) {
+	forEachTransport(t, testEventStreamHeadersArriveBeforeTheFirstEvent)
+}
+
+func testEventStreamHeadersArriveBeforeTheFirstEvent(t *testing.T, transport envOption) {
 	e := newEnv(t, false, transport)
+	release := make(chan struct{})
+	defer close(release)
 	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
-		io.WriteString(w, "ok")
-		// Flushed, or the test server itself would drop the trailer.
+		w.Header().Set("Content-Type", "text/event-stream")
 		http.NewResponseController(w).Flush()
-		w.Header().Set(http.TrailerPrefix+"X-Late", "fake-late")
+		<-release
 	})
-	resp, err := http.Get(e.proxy.URL + "/customers")
+	client := &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: 5 * time.Second}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get(e.proxy.URL + "/events")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("no headers before the first event: %v", err)
 	}
-	io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if got := resp.Trailer.Get("X-Late"); got != "fake-late" {
-		t.Errorf("trailer X-Late = %q, want it passed on", got)
-	}
 }
