@@ -77,6 +77,8 @@ func run(listen, upstream, caFile string, full bool) error {
 	if err != nil {
 		return err
 	}
+	// The refresher lives as long as the process, which run.sh ends with a
+	// signal: a reference target has no shutdown to drain.
 	go cache.Run(context.Background())
 	p := &fullProxy{
 		upstream: upstream,
