@@ -380,7 +380,7 @@ count_instructions() {
 		"$(git -C "$root" describe --always --dirty 2>/dev/null || echo '?')" "$req" "$((total / req))"
 	echo "| package (self cost) | instructions per request | share |"
 	echo "| --- | ---: | ---: |"
-	callgrind_annotate --inclusive=no --threshold=100 "$tmp"/callgrind.out.* 2>/dev/null | awk -v req="$req" -v total="$total" '
+	callgrind_annotate --inclusive=no --threshold=100 "$tmp"/callgrind.out.* 2>/dev/null | awk '
 		# "25,370,804 ( 4.32%)  /usr/local/go/src/runtime/malloc.go:runtime.mallocgc [/tmp/...]"
 		/^ *[0-9,]+ +\( *[0-9.]+%\) +[^ ]+:/ {
 			n = $1; gsub(",", "", n)

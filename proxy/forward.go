@@ -102,8 +102,7 @@ func (h *Handler) outbound(x *exchange, in *http.Request, id string) *http.Reque
 // app could use to pose as someone else.
 func forwardedRequestHeader(k string) bool {
 	switch k {
-	case "Authorization", "Proxy-Authorization",
-		"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+	case "Authorization", "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
 		return false
 	}
 	return !hopByHop(k)

@@ -257,18 +257,26 @@ func TestCONNECTIsRefused(t *testing.T) { forEachTransport(t, testCONNECTIsRefus
 
 func testCONNECTIsRefused(t *testing.T, transport envOption) {
 	e := newEnv(t, false, transport)
+	resp, body := rawExchange(t, e, "CONNECT", "CONNECT api.dinie.com.br:443 HTTP/1.1\r\nHost: api.dinie.com.br:443\r\n\r\n")
+	assertProblem(t, resp, body, 405, proxy.CodeConnectNotSupported)
+}
+
+// rawExchange sends a request written by hand, for what net/http's client
+// will not send, and reads the answer.
+func rawExchange(t *testing.T, e *env, method, request string) (*http.Response, string) {
+	t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(e.proxy.URL, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprint(conn, "CONNECT api.dinie.com.br:443 HTTP/1.1\r\nHost: api.dinie.com.br:443\r\n\r\n")
-	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: "CONNECT"})
+	fmt.Fprint(conn, request)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: method})
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
-	assertProblem(t, resp, string(body), 405, proxy.CodeConnectNotSupported)
+	return resp, string(body)
 }
 
 func assertProblem(t *testing.T, resp *http.Response, body string, status int, code string) {
@@ -504,18 +512,8 @@ func TestBrokenRequestBodyIsTheClientsFault(t *testing.T) {
 
 func testBrokenRequestBodyIsTheClientsFault(t *testing.T, transport envOption) {
 	e := newEnv(t, false, transport)
-	conn, err := net.Dial("tcp", strings.TrimPrefix(e.proxy.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprint(conn, "POST /charges HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\nzz\r\n")
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	assertProblem(t, resp, string(body), 400, proxy.CodeBadRequestBody)
+	resp, body := rawExchange(t, e, "POST", "POST /charges HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\nzz\r\n")
+	assertProblem(t, resp, body, 400, proxy.CodeBadRequestBody)
 }
 
 func TestResponseCutMidBodyIsStillCounted(t *testing.T) {

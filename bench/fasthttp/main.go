@@ -105,9 +105,13 @@ type fullProxy struct {
 	inFlight prometheus.Gauge
 }
 
-var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
-	"Authorization", "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
+// hopByHop are dropped both ways; appOnly also from the app's request, as
+// the product does.
+var (
+	hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+	appOnly = []string{"Authorization", "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
+)
 
 func (p *fullProxy) serve(ctx *fasthttp.RequestCtx) {
 	p.inFlight.Inc()
@@ -122,10 +126,13 @@ func (p *fullProxy) serve(ctx *fasthttp.RequestCtx) {
 	for _, h := range hopByHop {
 		req.Header.Del(h)
 	}
+	for _, h := range appOnly {
+		req.Header.Del(h)
+	}
 	req.URI().SetScheme("https")
 	req.URI().SetHost(p.upstream)
 	p.forward(ctx)
-	for _, h := range hopByHop[:9] {
+	for _, h := range hopByHop {
 		ctx.Response.Header.Del(h)
 	}
 	elapsed := time.Since(start)
