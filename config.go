@@ -33,6 +33,7 @@ type config struct {
 	clientSecretFile string
 	refreshBefore    time.Duration
 	listenProxy      string
+	proxyServer      string
 	listenAdmin      string
 	logLevel         string
 	logFormat        string
@@ -59,6 +60,7 @@ var keys = []key{
 	{name: "auth.client_secret_file", usage: "file holding the client secret; re-read when it changes"},
 	{name: "auth.refresh_before", def: "5m", usage: "refresh the token when it has this much lifetime left"},
 	{name: "listen.proxy", def: "127.0.0.1:8080", usage: "address applications connect to"},
+	{name: "listen.proxy_server", def: "http1", usage: "http1: the proxy's own HTTP/1.1 server, fastest; standard: net/http's server"},
 	{name: "listen.admin", def: "127.0.0.1:9090", usage: "address of /metrics, /healthz and /readyz"},
 	{name: "log.level", def: "info", usage: "debug, info, warn or error"},
 	{name: "log.format", def: "json", usage: "json or console"},
@@ -213,6 +215,10 @@ func validate(v *viper.Viper) (config, error) {
 	cfg.transport = lookup(v, "upstream.transport")
 	if cfg.transport != "http1" && cfg.transport != "standard" {
 		check(invalid("upstream.transport", "%q is not http1 or standard", cfg.transport))
+	}
+	cfg.proxyServer = lookup(v, "listen.proxy_server")
+	if cfg.proxyServer != "http1" && cfg.proxyServer != "standard" {
+		check(invalid("listen.proxy_server", "%q is not http1 or standard", cfg.proxyServer))
 	}
 	cfg.maxReplayBytes, err = strconv.ParseInt(lookup(v, "upstream.max_replay_bytes"), 10, 64)
 	if err != nil || cfg.maxReplayBytes < 0 {

@@ -155,8 +155,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	var draining atomic.Bool
-	servers := []*http.Server{
-		newServer(handler, log),
+	servers := []server{
+		newProxyServer(cfg.proxyServer, handler, log),
 		newServer(adminHandler(reg, cache.Ready, &draining), log),
 	}
 	if opts.demo {
@@ -211,15 +211,43 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return nil
 }
 
+// server is what run needs of http.Server and proxy.H1Server.
+type server interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
+}
+
+// newProxyServer is the server apps talk to, with the same bounds as
+// newServer's.
+func newProxyServer(kind string, h http.Handler, log *zap.Logger) server {
+	if kind == "standard" {
+		return newServer(h, log)
+	}
+	return &proxy.H1Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		Logger:            log.Named("http"),
+	}
+}
+
+const (
+	readHeaderTimeout = 10 * time.Second
+	idleTimeout       = 90 * time.Second
+	maxHeaderBytes    = 64 << 10
+)
+
 // newServer bounds what a slow or hostile client can hold: headers must
 // arrive within 10 s and fit in 64 KiB (larger ones get 431). Bodies have
 // no deadline, since they stream.
 func newServer(h http.Handler, log *zap.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       90 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          zap.NewStdLog(log.Named("http")),
 	}
 }

@@ -2,6 +2,12 @@
 
 package proxy
 
+import "net"
+
 // alive cannot peek without blocking here; a stale connection is caught by
 // the retry of idempotent requests instead.
 func (pc *h1conn) alive() bool { return pc.br.Buffered() == 0 }
+
+// peerGone cannot peek without blocking here: an app that hangs up is
+// noticed when its answer is written.
+func peerGone(net.Conn) bool { return false }

@@ -35,7 +35,7 @@ type seen struct {
 
 // env is a proxy in front of a fake Dinie: a token endpoint and an API.
 type env struct {
-	proxy    *httptest.Server
+	proxy    served
 	handler  *proxy.Handler
 	upstream *httptest.Server
 	tokenEP  *httptest.Server
@@ -43,6 +43,9 @@ type env struct {
 	roots    *x509.CertPool // trusts the TLS upstream
 	fetches  atomic.Int64
 	calls    atomic.Int64
+	// netServer puts the proxy behind net/http's server instead of
+	// H1Server.
+	netServer bool
 
 	mu   sync.Mutex
 	seen []seen
@@ -52,8 +55,9 @@ type env struct {
 
 type envOption func(*env, *proxy.Config, *tokencache.Config)
 
-// Every behaviour is tested on both upstream transports: H1Transport, the
-// default, and net/http's, kept for HTTP/2 upstreams.
+// Every behaviour is tested on both upstream transports (H1Transport, the
+// default, and net/http's, kept for HTTP/2 upstreams) behind both servers
+// (H1Server, the default, and net/http's).
 var transports = []struct {
 	name string
 	opt  envOption
@@ -64,9 +68,25 @@ var transports = []struct {
 	}},
 }
 
-func forEachTransport(t *testing.T, test func(t *testing.T, transport envOption)) {
-	for _, tr := range transports {
-		t.Run(tr.name, func(t *testing.T) { test(t, tr.opt) })
+var servers = []struct {
+	name string
+	opt  envOption
+}{
+	{"h1server", func(*env, *proxy.Config, *tokencache.Config) {}},
+	{"netserver", func(e *env, _ *proxy.Config, _ *tokencache.Config) { e.netServer = true }},
+}
+
+// forEachSetup runs test for every server and transport.
+func forEachSetup(t *testing.T, test func(t *testing.T, setup envOption)) {
+	for _, srv := range servers {
+		for _, tr := range transports {
+			t.Run(srv.name+"/"+tr.name, func(t *testing.T) {
+				test(t, func(e *env, p *proxy.Config, c *tokencache.Config) {
+					srv.opt(e, p, c)
+					tr.opt(e, p, c)
+				})
+			})
+		}
 	}
 }
 
@@ -125,9 +145,35 @@ func newEnv(t testing.TB, tls bool, opts ...envOption) *env {
 		t.Fatal(err)
 	}
 	e.handler = h
-	e.proxy = httptest.NewServer(h)
-	t.Cleanup(e.proxy.Close)
+	e.proxy = serve(t, h, e.netServer)
 	return e
+}
+
+// served is the proxy as the tests reach it.
+type served struct{ URL string }
+
+// serve starts h on a loopback port, behind H1Server or net/http's server.
+func serve(t testing.TB, h http.Handler, netServer bool) served {
+	if netServer {
+		srv := httptest.NewServer(h)
+		t.Cleanup(srv.Close)
+		return served{srv.URL}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &proxy.H1Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+	return served{"http://" + ln.Addr().String()}
 }
 
 func (e *env) setAPI(f func(w http.ResponseWriter, r *http.Request, s seen)) {
@@ -168,9 +214,9 @@ func noRedirects() *http.Client {
 	return &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
-func TestBaseURLMode(t *testing.T) { forEachTransport(t, testBaseURLMode) }
+func TestBaseURLMode(t *testing.T) { forEachSetup(t, testBaseURLMode) }
 
-func testBaseURLMode(t *testing.T, transport envOption) {
+func testBaseURLMode(t *testing.T, setup envOption) {
 	tests := []struct {
 		target, wantPath, wantRawPath, wantQuery string
 	}{
@@ -181,7 +227,7 @@ func testBaseURLMode(t *testing.T, transport envOption) {
 		{"/api/v3x/y", "/api/v3/api/v3x/y", "", ""},
 		{"/files/a%2Fb", "/api/v3/files/a/b", "/api/v3/files/a%2Fb", ""},
 	}
-	e := newEnv(t, true, transport)
+	e := newEnv(t, true, setup)
 	for _, tt := range tests {
 		t.Run(tt.target, func(t *testing.T) {
 			resp, _ := do(t, http.DefaultClient, "GET", e.proxy.URL+tt.target, nil)
@@ -203,11 +249,11 @@ func testBaseURLMode(t *testing.T, transport envOption) {
 }
 
 func TestInboundCredentialsAndHopByHopHeadersAreDropped(t *testing.T) {
-	forEachTransport(t, testInboundCredentialsAndHopByHopHeadersAreDropped)
+	forEachSetup(t, testInboundCredentialsAndHopByHopHeadersAreDropped)
 }
 
-func testInboundCredentialsAndHopByHopHeadersAreDropped(t *testing.T, transport envOption) {
-	e := newEnv(t, false, transport)
+func testInboundCredentialsAndHopByHopHeadersAreDropped(t *testing.T, setup envOption) {
+	e := newEnv(t, false, setup)
 	do(t, http.DefaultClient, "GET", e.proxy.URL+"/customers", nil,
 		"Authorization", "Bearer fake-app-token",
 		"Proxy-Authorization", "Basic fake-proxy-credentials",
@@ -223,10 +269,10 @@ func testInboundCredentialsAndHopByHopHeadersAreDropped(t *testing.T, transport 
 	}
 }
 
-func TestHTTPProxyMode(t *testing.T) { forEachTransport(t, testHTTPProxyMode) }
+func TestHTTPProxyMode(t *testing.T) { forEachSetup(t, testHTTPProxyMode) }
 
-func testHTTPProxyMode(t *testing.T, transport envOption) {
-	e := newEnv(t, true, transport)
+func testHTTPProxyMode(t *testing.T, setup envOption) {
+	e := newEnv(t, true, setup)
 	up, _ := url.Parse(e.upstream.URL)
 	proxyURL, _ := url.Parse(e.proxy.URL)
 	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}}
@@ -253,10 +299,10 @@ func testHTTPProxyMode(t *testing.T, transport envOption) {
 	}
 }
 
-func TestCONNECTIsRefused(t *testing.T) { forEachTransport(t, testCONNECTIsRefused) }
+func TestCONNECTIsRefused(t *testing.T) { forEachSetup(t, testCONNECTIsRefused) }
 
-func testCONNECTIsRefused(t *testing.T, transport envOption) {
-	e := newEnv(t, false, transport)
+func testCONNECTIsRefused(t *testing.T, setup envOption) {
+	e := newEnv(t, false, setup)
 	resp, body := rawExchange(t, e, "CONNECT", "CONNECT api.dinie.com.br:443 HTTP/1.1\r\nHost: api.dinie.com.br:443\r\n\r\n")
 	assertProblem(t, resp, body, 405, proxy.CodeConnectNotSupported)
 }
@@ -299,11 +345,11 @@ func assertProblem(t *testing.T, resp *http.Response, body string, status int, c
 	}
 }
 
-func TestErrorsAreProblems(t *testing.T) { forEachTransport(t, testErrorsAreProblems) }
+func TestErrorsAreProblems(t *testing.T) { forEachSetup(t, testErrorsAreProblems) }
 
-func testErrorsAreProblems(t *testing.T, transport envOption) {
+func testErrorsAreProblems(t *testing.T, setup envOption) {
 	t.Run("502 upstream closed before answering", func(t *testing.T) {
-		e := newEnv(t, false, transport)
+		e := newEnv(t, false, setup)
 		e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
 			conn, _, _ := http.NewResponseController(w).Hijack()
 			conn.Close()
@@ -312,13 +358,13 @@ func testErrorsAreProblems(t *testing.T, transport envOption) {
 		assertProblem(t, resp, body, 502, proxy.CodeUpstreamUnreachable)
 	})
 	t.Run("502 upstream refuses connections", func(t *testing.T) {
-		e := newEnv(t, false, transport)
+		e := newEnv(t, false, setup)
 		e.upstream.Close()
 		resp, body := do(t, http.DefaultClient, "GET", e.proxy.URL+"/customers", nil)
 		assertProblem(t, resp, body, 502, proxy.CodeUpstreamUnreachable)
 	})
 	t.Run("503 credentials rejected", func(t *testing.T) {
-		e := newEnv(t, false, transport)
+		e := newEnv(t, false, setup)
 		e.tokenEP.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/problem+json")
 			w.WriteHeader(401)
@@ -335,7 +381,7 @@ func testErrorsAreProblems(t *testing.T, transport envOption) {
 	})
 	t.Run("504 upstream too slow", func(t *testing.T) {
 		release := make(chan struct{})
-		e := newEnv(t, false, func(_ *env, p *proxy.Config, _ *tokencache.Config) { p.UpstreamTimeout = 50 * time.Millisecond }, transport)
+		e := newEnv(t, false, func(_ *env, p *proxy.Config, _ *tokencache.Config) { p.UpstreamTimeout = 50 * time.Millisecond }, setup)
 		defer close(release)
 		e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) { <-release })
 		resp, body := do(t, http.DefaultClient, "GET", e.proxy.URL+"/customers", nil)
@@ -344,10 +390,10 @@ func testErrorsAreProblems(t *testing.T, transport envOption) {
 }
 
 func TestUpstream401IsRetriedOnceWithAFreshToken(t *testing.T) {
-	forEachTransport(t, testUpstream401IsRetriedOnceWithAFreshToken)
+	forEachSetup(t, testUpstream401IsRetriedOnceWithAFreshToken)
 }
 
-func testUpstream401IsRetriedOnceWithAFreshToken(t *testing.T, transport envOption) {
+func testUpstream401IsRetriedOnceWithAFreshToken(t *testing.T, setup envOption) {
 	tests := []struct {
 		name   string
 		method string
@@ -358,7 +404,7 @@ func testUpstream401IsRetriedOnceWithAFreshToken(t *testing.T, transport envOpti
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, false, transport)
+			e := newEnv(t, false, setup)
 			e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
 				if s.Auth == "Bearer fake-token-1" {
 					w.WriteHeader(401)
@@ -381,11 +427,11 @@ func testUpstream401IsRetriedOnceWithAFreshToken(t *testing.T, transport envOpti
 	}
 }
 
-func TestAccessLogLine(t *testing.T) { forEachTransport(t, testAccessLogLine) }
+func TestAccessLogLine(t *testing.T) { forEachSetup(t, testAccessLogLine) }
 
-func testAccessLogLine(t *testing.T, transport envOption) {
+func testAccessLogLine(t *testing.T, setup envOption) {
 	core, logs := observer.New(zap.InfoLevel)
-	e := newEnv(t, false, transport, func(_ *env, p *proxy.Config, _ *tokencache.Config) { p.Logger = zap.New(core) })
+	e := newEnv(t, false, setup, func(_ *env, p *proxy.Config, _ *tokencache.Config) { p.Logger = zap.New(core) })
 	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
 		if s.Auth == "Bearer fake-token-1" {
 			w.WriteHeader(401)
@@ -412,10 +458,10 @@ func testAccessLogLine(t *testing.T, transport envOption) {
 	}
 }
 
-func TestSecond401GoesToTheApp(t *testing.T) { forEachTransport(t, testSecond401GoesToTheApp) }
+func TestSecond401GoesToTheApp(t *testing.T) { forEachSetup(t, testSecond401GoesToTheApp) }
 
-func testSecond401GoesToTheApp(t *testing.T, transport envOption) {
-	e := newEnv(t, false, transport)
+func testSecond401GoesToTheApp(t *testing.T, setup envOption) {
+	e := newEnv(t, false, setup)
 	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) { w.WriteHeader(401) })
 	resp, _ := do(t, http.DefaultClient, "POST", e.proxy.URL+"/charges", strings.NewReader("x"))
 	if resp.StatusCode != 401 {
@@ -427,11 +473,11 @@ func testSecond401GoesToTheApp(t *testing.T, transport envOption) {
 }
 
 func TestBodyOverReplayBoundStreamsAndIsNotRetried(t *testing.T) {
-	forEachTransport(t, testBodyOverReplayBoundStreamsAndIsNotRetried)
+	forEachSetup(t, testBodyOverReplayBoundStreamsAndIsNotRetried)
 }
 
-func testBodyOverReplayBoundStreamsAndIsNotRetried(t *testing.T, transport envOption) {
-	e := newEnv(t, false, transport, func(_ *env, p *proxy.Config, _ *tokencache.Config) { p.MaxReplayBytes = 1024 })
+func testBodyOverReplayBoundStreamsAndIsNotRetried(t *testing.T, setup envOption) {
+	e := newEnv(t, false, setup, func(_ *env, p *proxy.Config, _ *tokencache.Config) { p.MaxReplayBytes = 1024 })
 	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) { w.WriteHeader(401) })
 	big := strings.Repeat("x", 4096)
 	resp, _ := do(t, http.DefaultClient, "POST", e.proxy.URL+"/uploads", io.MultiReader(strings.NewReader(big))) // unknown length
@@ -446,10 +492,10 @@ func testBodyOverReplayBoundStreamsAndIsNotRetried(t *testing.T, transport envOp
 	}
 }
 
-func Test401StormCausesOneRefetch(t *testing.T) { forEachTransport(t, test401StormCausesOneRefetch) }
+func Test401StormCausesOneRefetch(t *testing.T) { forEachSetup(t, test401StormCausesOneRefetch) }
 
-func test401StormCausesOneRefetch(t *testing.T, transport envOption) {
-	e := newEnv(t, false, transport)
+func test401StormCausesOneRefetch(t *testing.T, setup envOption) {
+	e := newEnv(t, false, setup)
 	var gate sync.WaitGroup
 	gate.Add(1)
 	// Every request holds token 1 before any of the 401s lands.
@@ -484,8 +530,10 @@ func test401StormCausesOneRefetch(t *testing.T, transport envOption) {
 	}
 }
 
-func TestClientGoneWhileWaitingForATokenIsNotA503(t *testing.T) {
-	e := newEnv(t, false)
+func TestClientGoneWhileWaitingForATokenIsNotA503(t *testing.T) { forEachSetup(t, testClientGoneWhileWaitingForATokenIsNotA503) }
+
+func testClientGoneWhileWaitingForATokenIsNotA503(t *testing.T, setup envOption) {
+	e := newEnv(t, false, setup)
 	release := make(chan struct{})
 	defer close(release)
 	e.tokenEP.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release })
@@ -507,21 +555,21 @@ func TestClientGoneWhileWaitingForATokenIsNotA503(t *testing.T) {
 }
 
 func TestBrokenRequestBodyIsTheClientsFault(t *testing.T) {
-	forEachTransport(t, testBrokenRequestBodyIsTheClientsFault)
+	forEachSetup(t, testBrokenRequestBodyIsTheClientsFault)
 }
 
-func testBrokenRequestBodyIsTheClientsFault(t *testing.T, transport envOption) {
-	e := newEnv(t, false, transport)
+func testBrokenRequestBodyIsTheClientsFault(t *testing.T, setup envOption) {
+	e := newEnv(t, false, setup)
 	resp, body := rawExchange(t, e, "POST", "POST /charges HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\nzz\r\n")
 	assertProblem(t, resp, body, 400, proxy.CodeBadRequestBody)
 }
 
 func TestResponseCutMidBodyIsStillCounted(t *testing.T) {
-	forEachTransport(t, testResponseCutMidBodyIsStillCounted)
+	forEachSetup(t, testResponseCutMidBodyIsStillCounted)
 }
 
-func testResponseCutMidBodyIsStillCounted(t *testing.T, transport envOption) {
-	e := newEnv(t, false, transport)
+func testResponseCutMidBodyIsStillCounted(t *testing.T, setup envOption) {
+	e := newEnv(t, false, setup)
 	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
 		w.Header().Set("Content-Length", "1000")
 		io.WriteString(w, "partial")
@@ -543,10 +591,10 @@ func testResponseCutMidBodyIsStillCounted(t *testing.T, transport envOption) {
 	})
 }
 
-func TestRedirectsArePassedBack(t *testing.T) { forEachTransport(t, testRedirectsArePassedBack) }
+func TestRedirectsArePassedBack(t *testing.T) { forEachSetup(t, testRedirectsArePassedBack) }
 
-func testRedirectsArePassedBack(t *testing.T, transport envOption) {
-	e := newEnv(t, false, transport)
+func testRedirectsArePassedBack(t *testing.T, setup envOption) {
+	e := newEnv(t, false, setup)
 	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
 		if s.Path == "/api/v3/old" {
 			http.Redirect(w, r, "https://elsewhere.example/new", http.StatusFound)
@@ -562,11 +610,11 @@ func testRedirectsArePassedBack(t *testing.T, transport envOption) {
 }
 
 func TestRequestIDIsPassedOrGenerated(t *testing.T) {
-	forEachTransport(t, testRequestIDIsPassedOrGenerated)
+	forEachSetup(t, testRequestIDIsPassedOrGenerated)
 }
 
-func testRequestIDIsPassedOrGenerated(t *testing.T, transport envOption) {
-	e := newEnv(t, false, transport)
+func testRequestIDIsPassedOrGenerated(t *testing.T, setup envOption) {
+	e := newEnv(t, false, setup)
 	do(t, http.DefaultClient, "GET", e.proxy.URL+"/a", nil, "X-Request-Id", "req-123")
 	if id := e.last(t).RequestID; id != "req-123" {
 		t.Errorf("X-Request-Id = %q, want it passed on", id)
@@ -582,11 +630,11 @@ func testRequestIDIsPassedOrGenerated(t *testing.T, transport envOption) {
 }
 
 func TestServerSentEventsAreFlushedAsTheyArrive(t *testing.T) {
-	forEachTransport(t, testServerSentEventsAreFlushedAsTheyArrive)
+	forEachSetup(t, testServerSentEventsAreFlushedAsTheyArrive)
 }
 
-func testServerSentEventsAreFlushedAsTheyArrive(t *testing.T, transport envOption) {
-	e := newEnv(t, false, transport)
+func testServerSentEventsAreFlushedAsTheyArrive(t *testing.T, setup envOption) {
+	e := newEnv(t, false, setup)
 	release := make(chan struct{})
 	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -616,10 +664,10 @@ func testServerSentEventsAreFlushedAsTheyArrive(t *testing.T, transport envOptio
 	close(release)
 }
 
-func TestRateLimitGauges(t *testing.T) { forEachTransport(t, testRateLimitGauges) }
+func TestRateLimitGauges(t *testing.T) { forEachSetup(t, testRateLimitGauges) }
 
-func testRateLimitGauges(t *testing.T, transport envOption) {
-	e := newEnv(t, false, transport)
+func testRateLimitGauges(t *testing.T, setup envOption) {
+	e := newEnv(t, false, setup)
 	headers := map[string]string{}
 	var mu sync.Mutex
 	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
@@ -657,10 +705,10 @@ func testRateLimitGauges(t *testing.T, transport envOption) {
 	check("partial", 1000, 998, 1772366400)
 }
 
-func TestRequestMetrics(t *testing.T) { forEachTransport(t, testRequestMetrics) }
+func TestRequestMetrics(t *testing.T) { forEachSetup(t, testRequestMetrics) }
 
-func testRequestMetrics(t *testing.T, transport envOption) {
-	e := newEnv(t, false, transport)
+func testRequestMetrics(t *testing.T, setup envOption) {
+	e := newEnv(t, false, setup)
 	do(t, http.DefaultClient, "GET", e.proxy.URL+"/a", nil)
 	proxyURL, _ := url.Parse(e.proxy.URL)
 	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}}
@@ -680,11 +728,11 @@ dinie_proxy_requests_total{code="403",method="get"} 1
 }
 
 func TestForwardingRulesOfAReverseProxy(t *testing.T) {
-	forEachTransport(t, testForwardingRulesOfAReverseProxy)
+	forEachSetup(t, testForwardingRulesOfAReverseProxy)
 }
 
-func testForwardingRulesOfAReverseProxy(t *testing.T, transport envOption) {
-	e := newEnv(t, false, transport)
+func testForwardingRulesOfAReverseProxy(t *testing.T, setup envOption) {
+	e := newEnv(t, false, setup)
 	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
 		w.Header().Set("Trailer", "X-Checksum")
 		w.Header().Set("Connection", "X-Resp-Hop")
@@ -734,8 +782,10 @@ func testForwardingRulesOfAReverseProxy(t *testing.T, transport envOption) {
 // A client that sends "Expect: 100-continue" waits for the go-ahead before
 // the body. A request refused before its body is read must be answered, not
 // left waiting for a body nobody asked for.
-func TestRefusedExpectContinueRequestIsAnswered(t *testing.T) {
-	e := newEnv(t, false)
+func TestRefusedExpectContinueRequestIsAnswered(t *testing.T) { forEachSetup(t, testRefusedExpectContinueRequestIsAnswered) }
+
+func testRefusedExpectContinueRequestIsAnswered(t *testing.T, setup envOption) {
+	e := newEnv(t, false, setup)
 	e.tokenEP.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(401)
 	})
@@ -759,12 +809,12 @@ func TestRefusedExpectContinueRequestIsAnswered(t *testing.T) {
 // body, after the app's headers went out: the answer must be chunked for
 // them to reach the app.
 func TestUnannouncedTrailersArePassedOn(t *testing.T) {
-	forEachTransport(t, testUnannouncedTrailersArePassedOn)
+	forEachSetup(t, testUnannouncedTrailersArePassedOn)
 }
 
-func testUnannouncedTrailersArePassedOn(t *testing.T, transport envOption) {
+func testUnannouncedTrailersArePassedOn(t *testing.T, setup envOption) {
 	for _, body := range []string{"ok", ""} {
-		e := newEnv(t, false, transport)
+		e := newEnv(t, false, setup)
 		e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
 			io.WriteString(w, body)
 			// Flushed, or the test server itself would drop the trailer.
@@ -787,11 +837,11 @@ func testUnannouncedTrailersArePassedOn(t *testing.T, transport envOption) {
 // which may take long: EventSource's onopen and clients with a header
 // timeout wait for it.
 func TestEventStreamHeadersArriveBeforeTheFirstEvent(t *testing.T) {
-	forEachTransport(t, testEventStreamHeadersArriveBeforeTheFirstEvent)
+	forEachSetup(t, testEventStreamHeadersArriveBeforeTheFirstEvent)
 }
 
-func testEventStreamHeadersArriveBeforeTheFirstEvent(t *testing.T, transport envOption) {
-	e := newEnv(t, false, transport)
+func testEventStreamHeadersArriveBeforeTheFirstEvent(t *testing.T, setup envOption) {
+	e := newEnv(t, false, setup)
 	release := make(chan struct{})
 	defer close(release)
 	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {

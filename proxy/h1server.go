@@ -1,0 +1,900 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// H1Server serves an http.Handler over HTTP/1.x, the counterpart of
+// H1Transport on the app's side.
+//
+// net/http's server starts a goroutine per request that blocks in a read
+// of the app's connection, only to learn whether the app hangs up, and
+// wakes and waits for it again at the end of every request (a deadline in
+// the past, a condition variable); it also clones and sorts the response
+// headers. For a sidecar forwarding small requests that was a third of the
+// instructions per request (bench/README.md). Here one goroutine per
+// connection reads each request with net/http's own parser
+// (http.ReadRequest), runs the handler and writes the answer; an app that
+// hangs up while its request waits is found by a shared watcher that peeks
+// at such connections a few times a second.
+//
+// It speaks HTTP/1.0 and 1.1 only (no h2c, no upgrades, no Hijack), which
+// is all an app talking to a local sidecar in plain HTTP uses.
+type H1Server struct {
+	Handler http.Handler
+	// ReadHeaderTimeout bounds the wait for a request's line and headers,
+	// counted from its first byte. Zero means no bound.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes a connection that waits longer than this for its
+	// next request. Zero means 90 s.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's line and headers; larger ones are
+	// answered 431. Zero means 1 MiB.
+	MaxHeaderBytes int
+	// Logger receives handler panics and accept errors. Nil means none.
+	Logger *zap.Logger
+
+	initOnce sync.Once
+	ctx      context.Context // the parent of every request's; cancelled by Close
+	cancel   context.CancelFunc
+	done     chan struct{} // closed when the watcher must stop
+	stopOnce sync.Once
+
+	mu         sync.Mutex
+	listeners  map[net.Listener]struct{}
+	conns      map[*serverConn]struct{}
+	noConns    chan struct{} // closed when conns empties after shutdown began; nil before
+	inShutdown atomic.Bool
+}
+
+// goneCheckInterval is how often connections with a request in the
+// handler and nothing more to read are peeked at for a hang-up.
+const goneCheckInterval = 200 * time.Millisecond
+
+// pendingMax is how much of a body of unknown length is held back before
+// the headers go out: an answer that fits gets a Content-Length instead
+// of chunks (net/http's bufferBeforeChunkingSize).
+const pendingMax = 2048
+
+func (s *H1Server) init() {
+	s.initOnce.Do(func() {
+		s.ctx, s.cancel = context.WithCancel(context.Background())
+		s.done = make(chan struct{})
+		s.listeners = map[net.Listener]struct{}{}
+		s.conns = map[*serverConn]struct{}{}
+		if s.Logger == nil {
+			s.Logger = zap.NewNop()
+		}
+		go s.watch()
+	})
+}
+
+// Serve accepts connections on ln until Shutdown or Close, and then
+// returns http.ErrServerClosed, as http.Server.Serve does.
+func (s *H1Server) Serve(ln net.Listener) error {
+	s.init()
+	s.mu.Lock()
+	if s.inShutdown.Load() {
+		s.mu.Unlock()
+		return http.ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		rwc, err := ln.Accept()
+		if err != nil {
+			if s.inShutdown.Load() {
+				return http.ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			// Out of file descriptors and the like: wait, as net/http does,
+			// rather than spin or give up on the listener.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.Logger.Warn("accept failed; retrying", zap.Duration("in", backoff), zap.Error(err))
+			select {
+			case <-time.After(backoff):
+			case <-s.done:
+			}
+			continue
+		}
+		backoff = 0
+		c := s.newConn(rwc)
+		if c == nil {
+			rwc.Close()
+			return http.ErrServerClosed
+		}
+		go c.serve()
+	}
+}
+
+// Shutdown stops accepting, closes idle connections, lets requests in
+// flight finish (their connections close after the answer) and returns
+// when none is left, or with ctx's error when it ends first.
+func (s *H1Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.mu.Lock()
+	s.inShutdown.Store(true)
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	if s.noConns == nil {
+		s.noConns = make(chan struct{})
+		if len(s.conns) == 0 {
+			close(s.noConns)
+		}
+	}
+	for c := range s.conns {
+		c.closeIfIdle()
+	}
+	noConns := s.noConns
+	s.mu.Unlock()
+	select {
+	case <-noConns:
+		s.stopWatch()
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops accepting and closes every connection at once; requests in
+// flight see their context cancelled.
+func (s *H1Server) Close() error {
+	s.init()
+	s.mu.Lock()
+	s.inShutdown.Store(true)
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	for c := range s.conns {
+		c.rwc.Close()
+	}
+	s.mu.Unlock()
+	s.cancel()
+	s.stopWatch()
+	return nil
+}
+
+func (s *H1Server) stopWatch() { s.stopOnce.Do(func() { close(s.done) }) }
+
+// watch cancels the requests of apps that hung up while their request was
+// in the handler. The handler may be waiting for a token or the upstream
+// for a long time; without this it would learn of the hang-up only when it
+// writes the answer.
+func (s *H1Server) watch() {
+	t := time.NewTicker(goneCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		for c := range s.conns {
+			if c.watched.Load() && peerGone(c.rwc) {
+				c.cancel()
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (s *H1Server) newConn(rwc net.Conn) *serverConn {
+	maxHeader := s.MaxHeaderBytes
+	if maxHeader <= 0 {
+		maxHeader = 1 << 20
+	}
+	c := &serverConn{s: s, rwc: rwc, remoteAddr: rwc.RemoteAddr().String(), headerLimit: int64(maxHeader) + 4096}
+	c.ctx, c.cancel = context.WithCancel(s.ctx)
+	c.lr.r, c.lr.remain = rwc, c.headerLimit
+	c.br = bufio.NewReaderSize(&c.lr, 4<<10)
+	c.bw = bufio.NewWriterSize(rwc, 4<<10)
+	c.res.header = make(http.Header, 8)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inShutdown.Load() {
+		c.cancel()
+		return nil
+	}
+	s.conns[c] = struct{}{}
+	return c
+}
+
+const (
+	stateIdle   int32 = iota // waiting for a request's first byte
+	stateActive              // reading, handling or answering a request
+	stateClosed              // closed by Shutdown while idle
+)
+
+// serverConn is one app connection, served by one goroutine.
+type serverConn struct {
+	s           *H1Server
+	rwc         net.Conn
+	remoteAddr  string
+	lr          limitReader
+	br          *bufio.Reader
+	bw          *bufio.Writer
+	headerLimit int64
+	ctx         context.Context // every request's on this connection
+	cancel      context.CancelFunc
+	state       atomic.Int32
+	// watched is set while a request is in the handler with nothing more
+	// to read from the app: only then can a peek tell a hang-up from data.
+	watched atomic.Bool
+	// wmu orders a 100 Continue, written by whoever first reads the body,
+	// with the answer's headers; taken only for requests that expect it.
+	wmu sync.Mutex
+	res response // reused: a ResponseWriter is dead once ServeHTTP returns
+}
+
+func (c *serverConn) serve() {
+	defer c.close()
+	for {
+		if !c.waitForRequest() {
+			return
+		}
+		req, err := c.readRequest()
+		if err != nil {
+			c.replyError(err)
+			return
+		}
+		if !c.handle(req) || c.s.inShutdown.Load() {
+			c.closeWriteAndWait()
+			return
+		}
+	}
+}
+
+// waitForRequest waits up to IdleTimeout for the next request's first
+// byte; false means the connection is done.
+func (c *serverConn) waitForRequest() bool {
+	c.state.Store(stateIdle)
+	if c.s.inShutdown.Load() {
+		return false
+	}
+	if c.br.Buffered() == 0 {
+		idle := c.s.IdleTimeout
+		if idle <= 0 {
+			idle = 90 * time.Second
+		}
+		c.rwc.SetReadDeadline(time.Now().Add(idle))
+		if _, err := c.br.Peek(1); err != nil {
+			return false
+		}
+	}
+	// Shutdown closes only idle connections: once this succeeds, the
+	// request is answered before the connection closes.
+	if !c.state.CompareAndSwap(stateIdle, stateActive) {
+		return false
+	}
+	if d := c.s.ReadHeaderTimeout; d > 0 {
+		c.rwc.SetReadDeadline(time.Now().Add(d))
+	} else {
+		c.rwc.SetReadDeadline(time.Time{})
+	}
+	return true
+}
+
+func (c *serverConn) closeIfIdle() {
+	if c.state.CompareAndSwap(stateIdle, stateClosed) {
+		c.rwc.Close()
+	}
+}
+
+func (c *serverConn) close() {
+	c.rwc.Close()
+	c.cancel()
+	s := c.s
+	s.mu.Lock()
+	delete(s.conns, c)
+	if s.noConns != nil && len(s.conns) == 0 {
+		select {
+		case <-s.noConns:
+		default:
+			close(s.noConns)
+		}
+	}
+	s.mu.Unlock()
+}
+
+var errTooLarge = errors.New("request line and headers too large")
+
+// statusError is a request refused before the handler, with its status.
+type statusError struct {
+	code int
+	text string
+}
+
+func (e statusError) Error() string { return e.text }
+
+func (c *serverConn) readRequest() (*http.Request, error) {
+	c.lr.remain = c.headerLimit
+	req, err := http.ReadRequest(c.br)
+	if err != nil {
+		if c.lr.remain <= 0 {
+			return nil, errTooLarge
+		}
+		return nil, err
+	}
+	c.lr.remain = math.MaxInt64
+	if req.ProtoMajor != 1 {
+		return nil, statusError{http.StatusHTTPVersionNotSupported, "unsupported protocol version"}
+	}
+	// http.ReadRequest has refused two Host headers and moved the one to
+	// req.Host (or the absolute URL's host there).
+	if req.Host == "" && req.ProtoAtLeast(1, 1) && req.Method != http.MethodConnect {
+		return nil, statusError{http.StatusBadRequest, "missing required Host header"}
+	}
+	if !validHost(req.Host) {
+		return nil, statusError{http.StatusBadRequest, "malformed Host header"}
+	}
+	req = req.WithContext(c.ctx)
+	req.RemoteAddr = c.remoteAddr
+	return req, nil
+}
+
+// replyError answers a request that could not be read, the way net/http's
+// server does, and the connection closes.
+func (c *serverConn) replyError(err error) {
+	const headers = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+	var se statusError
+	switch {
+	case errors.Is(err, errTooLarge):
+		c.bw.WriteString("HTTP/1.1 431 Request Header Fields Too Large" + headers + "431 Request Header Fields Too Large")
+	case unsupportedTransferEncoding(err):
+		c.bw.WriteString("HTTP/1.1 501 Not Implemented" + headers + "Unsupported transfer encoding")
+	case commonNetReadError(err):
+		return // the app left or timed out: nobody to answer
+	case errors.As(err, &se):
+		status := strconv.Itoa(se.code) + " " + http.StatusText(se.code)
+		c.bw.WriteString("HTTP/1.1 " + status + ": " + se.text + headers + status + ": " + se.text)
+	default:
+		c.bw.WriteString("HTTP/1.1 400 Bad Request" + headers + "400 Bad Request")
+	}
+	c.closeWriteAndWait()
+}
+
+// unsupportedTransferEncoding recognizes http.ReadRequest's error for a
+// transfer coding it cannot read, by its text: the type is unexported.
+// TestH1ServerRefusesUnknownTransferCoding catches a change of wording.
+func unsupportedTransferEncoding(err error) bool {
+	msg := err.Error()
+	return strings.HasPrefix(msg, "unsupported transfer encoding") || strings.HasPrefix(msg, "too many transfer encodings")
+}
+
+func commonNetReadError(err error) bool {
+	if err == io.EOF {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "read"
+}
+
+// closeWriteAndWait sends what is buffered and a FIN, then reads what the
+// app still sends for a moment: closing a socket with unread data makes
+// the kernel send a reset, which can destroy the answer before the app
+// reads it.
+func (c *serverConn) closeWriteAndWait() {
+	c.bw.Flush()
+	if tc, ok := c.rwc.(interface{ CloseWrite() error }); ok {
+		tc.CloseWrite()
+	}
+	c.rwc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	io.Copy(io.Discard, io.LimitReader(c.rwc, 256<<10))
+}
+
+// handle runs the handler for req and reports whether the connection can
+// carry another request.
+func (c *serverConn) handle(req *http.Request) bool {
+	res := &c.res
+	res.reset(c, req)
+	var body *serverBody
+	expect := req.Header["Expect"]
+	if req.Body != http.NoBody {
+		body = &serverBody{rc: req.Body, c: c, res: res, length: req.ContentLength}
+		req.Body = body
+		// Bodies stream for as long as they take: no deadline.
+		c.rwc.SetReadDeadline(time.Time{})
+	}
+	if len(expect) > 0 && expect[0] != "" {
+		if !strings.EqualFold(expect[0], "100-continue") || len(expect) > 1 {
+			c.bw.WriteString("HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+			return false
+		}
+		if body != nil && req.ProtoAtLeast(1, 1) {
+			body.needContinue = true
+			res.expectContinue = true
+		}
+	}
+	c.watched.Store(body == nil && c.br.Buffered() == 0)
+	ok := c.runHandler(res, req)
+	if body != nil && !body.closeForReuse() {
+		res.closeAfter = true
+	}
+	c.watched.Store(false)
+	if !ok {
+		return false
+	}
+	res.finish()
+	return !res.closeAfter
+}
+
+// runHandler calls the handler; false means it panicked, and the
+// connection must go (http.ErrAbortHandler is the handler's way to say
+// so).
+func (c *serverConn) runHandler(res *response, req *http.Request) (ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			if p != http.ErrAbortHandler {
+				c.s.Logger.Error("handler panicked",
+					zap.String("remote_addr", c.remoteAddr),
+					zap.Any("panic", p),
+					zap.ByteString("stack", debug.Stack()))
+			}
+			ok = false
+		}
+	}()
+	c.s.Handler.ServeHTTP(res, req)
+	return true
+}
+
+// limitReader bounds what a request's line and headers may read.
+type limitReader struct {
+	r      io.Reader
+	remain int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.remain <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > l.remain {
+		p = p[:l.remain]
+	}
+	n, err := l.r.Read(p)
+	l.remain -= int64(n)
+	return n, err
+}
+
+// serverBody is a request body as the handler sees it. Its lock lets the
+// connection take the body back from a reader on another goroutine (net/
+// http's transport writes request bodies from one of its own) before the
+// next request is parsed from the same buffer.
+type serverBody struct {
+	mu           sync.Mutex
+	rc           io.ReadCloser
+	c            *serverConn
+	res          *response
+	length       int64 // -1 when chunked
+	read         int64
+	needContinue bool
+	complete     bool // read to its end: the next request starts after it
+	closed       bool
+}
+
+func (b *serverBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	if b.needContinue {
+		b.needContinue = false
+		b.res.sendContinue()
+	}
+	n, err := b.rc.Read(p)
+	b.read += int64(n)
+	if err == io.EOF || b.read == b.length {
+		b.complete = true
+		b.c.watched.Store(b.c.br.Buffered() == 0)
+	}
+	return n, err
+}
+
+// Close makes later reads fail; what was not read stays unread, and the
+// connection closes after the answer.
+func (b *serverBody) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	return nil
+}
+
+// closeForReuse ends the body for the handler and reports whether the
+// connection can read the next request: the body was read to its end and
+// no reader is still at it.
+func (b *serverBody) closeForReuse() bool {
+	if !b.mu.TryLock() {
+		return false // a read is blocked on the app: the connection must go
+	}
+	defer b.mu.Unlock()
+	b.closed = true
+	return b.complete
+}
+
+// bodyComplete reports, without waiting, whether the request body has been
+// read to its end.
+func (b *serverBody) bodyComplete() bool {
+	if !b.mu.TryLock() {
+		return false
+	}
+	defer b.mu.Unlock()
+	return b.complete
+}
+
+// response is the http.ResponseWriter of H1Server.
+type response struct {
+	c              *serverConn
+	req            *http.Request
+	header         http.Header
+	status         int
+	wroteHeader    bool  // the final status is chosen
+	committed      bool  // status line and headers are written
+	noBody         bool  // HEAD, 204 or 304: no body goes out
+	chunked        bool  // Transfer-Encoding: chunked
+	contentLength  int64 // -1 when unknown
+	written        int64
+	pending        []byte // body held back before the headers, up to pendingMax
+	closeAfter     bool
+	expectContinue bool
+	continueSent   bool
+	err            error // the first write error: the app is gone
+}
+
+func (r *response) reset(c *serverConn, req *http.Request) {
+	clear(r.header)
+	*r = response{c: c, req: req, header: r.header, contentLength: -1, pending: r.pending[:0]}
+	r.closeAfter = req.Close
+}
+
+func (r *response) Header() http.Header { return r.header }
+
+func (r *response) WriteHeader(code int) {
+	if r.wroteHeader {
+		return
+	}
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
+	}
+	if code < 200 {
+		r.writeInformational(code)
+		return
+	}
+	r.wroteHeader = true
+	r.status = code
+	r.noBody = r.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
+	if cl := r.header["Content-Length"]; len(cl) > 0 {
+		n, err := strconv.ParseInt(cl[0], 10, 64)
+		if err != nil || n < 0 || len(cl) > 1 {
+			delete(r.header, "Content-Length") // not ours to pass on
+		} else {
+			r.contentLength = n
+		}
+	}
+	if r.contentLength >= 0 || r.noBody {
+		r.commit(false)
+	}
+}
+
+// writeInformational sends a 1xx answer with the headers set so far, as
+// net/http does (103 Early Hints).
+func (r *response) writeInformational(code int) {
+	if r.expectContinue {
+		r.c.wmu.Lock()
+		defer r.c.wmu.Unlock()
+	}
+	bw := r.c.bw
+	writeStatusLine(bw, code)
+	writeHeaderLines(bw, r.header, false)
+	bw.WriteString("\r\n")
+	if err := bw.Flush(); err != nil && r.err == nil {
+		r.err = err
+	}
+}
+
+func (r *response) sendContinue() {
+	r.c.wmu.Lock()
+	defer r.c.wmu.Unlock()
+	if r.committed || r.continueSent || r.err != nil {
+		return
+	}
+	r.continueSent = true
+	// A failed flush is not recorded here but stays in the buffered
+	// writer, where the answer's first write finds it.
+	r.c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+	r.c.bw.Flush()
+}
+
+// commit writes the status line and headers. final means the handler is
+// done, so a body of unknown length is the pending one.
+func (r *response) commit(final bool) {
+	if r.expectContinue {
+		r.c.wmu.Lock()
+		defer r.c.wmu.Unlock()
+	}
+	r.committed = true
+	req := r.req
+	_, trailers := r.header["Trailer"]
+	if r.contentLength < 0 && !r.noBody {
+		switch {
+		case final && !trailers:
+			r.contentLength = int64(len(r.pending))
+			r.header["Content-Length"] = []string{strconv.Itoa(len(r.pending))}
+		case req.ProtoAtLeast(1, 1):
+			r.chunked = true
+		default:
+			r.closeAfter = true // an HTTP/1.0 body of unknown length ends with the connection
+		}
+	}
+	if v := r.header["Connection"]; len(v) > 0 && containsToken(v, "close") {
+		r.closeAfter = true
+	}
+	if r.c.s.inShutdown.Load() {
+		r.closeAfter = true
+	}
+	if body, ok := req.Body.(*serverBody); ok && !body.bodyComplete() {
+		// Reading the rest could take long, or forever for an app that
+		// waits for a 100 Continue it will not get: the connection goes.
+		r.closeAfter = true
+	}
+
+	bw := r.c.bw
+	writeStatusLine(bw, r.status)
+	writeHeaderLines(bw, r.header, r.chunked)
+	if _, ok := r.header["Date"]; !ok {
+		bw.WriteString("Date: ")
+		bw.Write(time.Now().UTC().AppendFormat(make([]byte, 0, 32), http.TimeFormat))
+		bw.WriteString("\r\n")
+	}
+	switch {
+	case r.closeAfter:
+		bw.WriteString("Connection: close\r\n")
+	case !req.ProtoAtLeast(1, 1):
+		bw.WriteString("Connection: keep-alive\r\n")
+	}
+	if r.chunked {
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	bw.WriteString("\r\n")
+}
+
+// serverOwnedHeader reports whether the server writes header k itself
+// (connection management, framing) or as a trailer.
+func serverOwnedHeader(k string) bool {
+	switch k {
+	case "Connection", "Keep-Alive", "Transfer-Encoding", "Proxy-Connection", "Upgrade":
+		return true
+	}
+	return strings.HasPrefix(k, http.TrailerPrefix)
+}
+
+func writeStatusLine(bw *bufio.Writer, code int) {
+	var b [3]byte
+	bw.WriteString("HTTP/1.1 ")
+	bw.Write(strconv.AppendInt(b[:0], int64(code), 10))
+	bw.WriteByte(' ')
+	bw.WriteString(http.StatusText(code))
+	bw.WriteString("\r\n")
+}
+
+// writeHeaderLines writes h as header lines, but not the ones the server
+// owns, nor Trailer unless the body is chunked (only chunks carry
+// trailers).
+func writeHeaderLines(bw *bufio.Writer, h http.Header, chunked bool) {
+	for k, vv := range h {
+		if serverOwnedHeader(k) || k == "Trailer" && !chunked {
+			continue
+		}
+		writeField(bw, k, vv)
+	}
+}
+
+// writeField writes the lines of one header. Like net/http it drops names
+// that are not tokens and turns CR and LF inside values into spaces, so
+// that no value can start a header or a body of its own.
+func writeField(bw *bufio.Writer, k string, vv []string) {
+	if !validFieldName(k) {
+		return
+	}
+	for _, v := range vv {
+		bw.WriteString(k)
+		bw.WriteString(": ")
+		if strings.ContainsAny(v, "\r\n") {
+			v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+		}
+		bw.WriteString(strings.TrimSpace(v))
+		bw.WriteString("\r\n")
+	}
+}
+
+func (r *response) Write(p []byte) (int, error) {
+	if !r.wroteHeader {
+		r.WriteHeader(http.StatusOK)
+	}
+	if r.err != nil {
+		return 0, r.err
+	}
+	if r.noBody {
+		if r.req.Method == http.MethodHead {
+			return len(p), nil
+		}
+		return 0, http.ErrBodyNotAllowed
+	}
+	if !r.committed {
+		if len(r.pending)+len(p) <= pendingMax {
+			r.pending = append(r.pending, p...)
+			return len(p), nil
+		}
+		r.commit(false)
+		if err := r.writeBody(r.pending); err != nil {
+			return 0, err
+		}
+		r.pending = r.pending[:0]
+	}
+	return len(p), r.writeBody(p)
+}
+
+// writeBody frames p after the headers.
+func (r *response) writeBody(p []byte) error {
+	if len(p) == 0 {
+		return nil
+	}
+	var err error
+	if r.contentLength >= 0 && r.written+int64(len(p)) > r.contentLength {
+		p = p[:r.contentLength-r.written]
+		err = http.ErrContentLength
+	}
+	bw := r.c.bw
+	if r.chunked {
+		var b [16]byte
+		bw.Write(strconv.AppendUint(b[:0], uint64(len(p)), 16))
+		bw.WriteString("\r\n")
+	}
+	if _, werr := bw.Write(p); werr != nil {
+		r.err = werr
+		return werr
+	}
+	if r.chunked {
+		bw.WriteString("\r\n")
+	}
+	r.written += int64(len(p))
+	return err
+}
+
+// Flush sends the headers, if not yet sent, and what is buffered.
+func (r *response) Flush() { _ = r.FlushError() }
+
+// FlushError is Flush for http.ResponseController.
+func (r *response) FlushError() error {
+	if !r.wroteHeader {
+		r.WriteHeader(http.StatusOK)
+	}
+	if r.err != nil {
+		return r.err
+	}
+	if !r.committed {
+		r.commit(false)
+		if err := r.writeBody(r.pending); err != nil {
+			return err
+		}
+		r.pending = r.pending[:0]
+	}
+	if err := r.c.bw.Flush(); err != nil {
+		r.err = err
+		return err
+	}
+	return nil
+}
+
+// finish ends the answer once the handler has returned: the headers if
+// still held back, the pending body, the last chunk with the trailers.
+func (r *response) finish() {
+	if !r.wroteHeader {
+		r.WriteHeader(http.StatusOK)
+	}
+	if !r.committed {
+		r.commit(true)
+		r.writeBody(r.pending)
+		r.pending = r.pending[:0]
+	}
+	bw := r.c.bw
+	if r.chunked {
+		bw.WriteString("0\r\n")
+		r.writeTrailers()
+		bw.WriteString("\r\n")
+	}
+	if r.contentLength >= 0 && r.written < r.contentLength && !r.noBody {
+		r.closeAfter = true // the app waits for bytes that will never come
+	}
+	if r.err != nil || bw.Flush() != nil {
+		r.closeAfter = true
+	}
+	if len(r.pending) > 4*pendingMax {
+		r.pending = nil // do not keep a large buffer for the connection's life
+	}
+}
+
+// writeTrailers writes the trailers: the names announced in Trailer, with
+// their values set after WriteHeader, and names set with http.TrailerPrefix.
+func (r *response) writeTrailers() {
+	for _, v := range r.header["Trailer"] {
+		for name := range strings.SplitSeq(v, ",") {
+			k := http.CanonicalHeaderKey(strings.TrimSpace(name))
+			if vv, ok := r.header[k]; ok {
+				writeField(r.c.bw, k, vv)
+			}
+		}
+	}
+	for k, vv := range r.header {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			writeField(r.c.bw, http.CanonicalHeaderKey(name), vv)
+		}
+	}
+}
+
+// validFieldName reports whether k is an RFC 9110 token.
+func validFieldName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if !tokenByte[k[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+// validHost accepts what may appear in a Host header: a name or address
+// and a port, without spaces, controls or URL delimiters.
+func validHost(h string) bool {
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"#/<>?@\\^`{|}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+var tokenByte = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
