@@ -530,7 +530,9 @@ func test401StormCausesOneRefetch(t *testing.T, setup envOption) {
 	}
 }
 
-func TestClientGoneWhileWaitingForATokenIsNotA503(t *testing.T) { forEachSetup(t, testClientGoneWhileWaitingForATokenIsNotA503) }
+func TestClientGoneWhileWaitingForATokenIsNotA503(t *testing.T) {
+	forEachSetup(t, testClientGoneWhileWaitingForATokenIsNotA503)
+}
 
 func testClientGoneWhileWaitingForATokenIsNotA503(t *testing.T, setup envOption) {
 	e := newEnv(t, false, setup)
@@ -782,7 +784,9 @@ func testForwardingRulesOfAReverseProxy(t *testing.T, setup envOption) {
 // A client that sends "Expect: 100-continue" waits for the go-ahead before
 // the body. A request refused before its body is read must be answered, not
 // left waiting for a body nobody asked for.
-func TestRefusedExpectContinueRequestIsAnswered(t *testing.T) { forEachSetup(t, testRefusedExpectContinueRequestIsAnswered) }
+func TestRefusedExpectContinueRequestIsAnswered(t *testing.T) {
+	forEachSetup(t, testRefusedExpectContinueRequestIsAnswered)
+}
 
 func testRefusedExpectContinueRequestIsAnswered(t *testing.T, setup envOption) {
 	e := newEnv(t, false, setup)
