@@ -107,7 +107,7 @@ func (s *H1Server) Serve(ln net.Listener) error {
 			if s.inShutdown.Load() {
 				return http.ErrServerClosed
 			}
-			if errors.Is(err, net.ErrClosed) {
+			if te, ok := err.(interface{ Temporary() bool }); !ok || !te.Temporary() {
 				return err
 			}
 			// Out of file descriptors and the like: wait, as net/http does,
@@ -187,6 +187,7 @@ func (s *H1Server) stopWatch() { s.stopOnce.Do(func() { close(s.done) }) }
 func (s *H1Server) watch() {
 	t := time.NewTicker(goneCheckInterval)
 	defer t.Stop()
+	var watched []*serverConn
 	for {
 		select {
 		case <-s.done:
@@ -195,11 +196,18 @@ func (s *H1Server) watch() {
 		}
 		s.mu.Lock()
 		for c := range s.conns {
-			if c.watched.Load() && peerGone(c.rwc) {
-				c.cancel()
+			if c.watched.Load() {
+				watched = append(watched, c)
 			}
 		}
 		s.mu.Unlock()
+		for _, c := range watched {
+			if peerGone(c.rwc) {
+				c.cancel()
+			}
+		}
+		clear(watched)
+		watched = watched[:0]
 	}
 }
 
@@ -257,12 +265,12 @@ func (c *serverConn) serve() {
 		if !c.waitForRequest() {
 			return
 		}
-		req, err := c.readRequest()
+		req, cancel, err := c.readRequest()
 		if err != nil {
 			c.replyError(err)
 			return
 		}
-		if !c.handle(req) || c.s.inShutdown.Load() {
+		if !c.handle(req, cancel) || c.s.inShutdown.Load() {
 			c.closeWriteAndWait()
 			return
 		}
@@ -331,30 +339,36 @@ type statusError struct {
 
 func (e statusError) Error() string { return e.text }
 
-func (c *serverConn) readRequest() (*http.Request, error) {
-	c.lr.remain = c.headerLimit
+// readRequest reads the next request. Its context ends when the handler
+// returns, or earlier when the app hangs up or the server closes.
+func (c *serverConn) readRequest() (*http.Request, context.CancelFunc, error) {
+	// What waitForRequest's peek buffered counts against the limit too.
+	c.lr.remain = c.headerLimit - int64(c.br.Buffered())
 	req, err := http.ReadRequest(c.br)
 	if err != nil {
 		if c.lr.remain <= 0 {
-			return nil, errTooLarge
+			return nil, nil, errTooLarge
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	c.lr.remain = math.MaxInt64
 	if req.ProtoMajor != 1 {
-		return nil, statusError{http.StatusHTTPVersionNotSupported, "unsupported protocol version"}
+		return nil, nil, statusError{http.StatusHTTPVersionNotSupported, "unsupported protocol version"}
 	}
 	// http.ReadRequest has refused two Host headers and moved the one to
-	// req.Host (or the absolute URL's host there).
+	// req.Host, or the absolute URL's host there, dropping the header: so
+	// unlike net/http's server this cannot tell an empty Host from none,
+	// and refuses both for an HTTP/1.1 request in origin form.
 	if req.Host == "" && req.ProtoAtLeast(1, 1) && req.Method != http.MethodConnect {
-		return nil, statusError{http.StatusBadRequest, "missing required Host header"}
+		return nil, nil, statusError{http.StatusBadRequest, "missing required Host header"}
 	}
 	if !validHost(req.Host) {
-		return nil, statusError{http.StatusBadRequest, "malformed Host header"}
+		return nil, nil, statusError{http.StatusBadRequest, "malformed Host header"}
 	}
-	req = req.WithContext(c.ctx)
+	ctx, cancel := context.WithCancel(c.ctx)
+	req = req.WithContext(ctx)
 	req.RemoteAddr = c.remoteAddr
-	return req, nil
+	return req, cancel, nil
 }
 
 // replyError answers a request that could not be read, the way net/http's
@@ -413,19 +427,20 @@ func (c *serverConn) closeWriteAndWait() {
 
 // handle runs the handler for req and reports whether the connection can
 // carry another request.
-func (c *serverConn) handle(req *http.Request) bool {
+func (c *serverConn) handle(req *http.Request, cancel context.CancelFunc) bool {
 	res := &c.res
 	res.reset(c, req)
 	var body *serverBody
-	expect := req.Header["Expect"]
 	if req.Body != http.NoBody {
 		body = &serverBody{rc: req.Body, c: c, res: res, length: req.ContentLength}
 		req.Body = body
+		res.body = body
 		// Bodies stream for as long as they take: no deadline.
 		c.rwc.SetReadDeadline(time.Time{})
 	}
-	if len(expect) > 0 && expect[0] != "" {
-		if !strings.EqualFold(expect[0], "100-continue") || len(expect) > 1 {
+	if expect := req.Header["Expect"]; len(expect) > 0 {
+		if !containsToken(expect, "100-continue") {
+			cancel()
 			c.bw.WriteString("HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 			return false
 		}
@@ -436,6 +451,7 @@ func (c *serverConn) handle(req *http.Request) bool {
 	}
 	c.watched.Store(body == nil && c.br.Buffered() == 0)
 	ok := c.runHandler(res, req)
+	cancel()
 	if body != nil && !body.closeForReuse() {
 		res.closeAfter = true
 	}
@@ -528,26 +544,50 @@ func (b *serverBody) Close() error {
 	return nil
 }
 
+// maxDrain is how much of a request body the handler left unread is read
+// and dropped so that the connection can serve the next request
+// (net/http's maxPostHandlerReadBytes); more costs a new connection.
+const maxDrain = 256 << 10
+
 // closeForReuse ends the body for the handler and reports whether the
-// connection can read the next request: the body was read to its end and
-// no reader is still at it.
+// connection can read the next request: the body was read to its end, or
+// its small rest could be dropped, and no reader is still at it.
 func (b *serverBody) closeForReuse() bool {
 	if !b.mu.TryLock() {
 		return false // a read is blocked on the app: the connection must go
 	}
 	defer b.mu.Unlock()
 	b.closed = true
-	return b.complete
+	if b.complete {
+		return true
+	}
+	if !b.drainable() {
+		return false
+	}
+	// A stalled app must not hold the connection: the drain gets as long
+	// as a request's headers do.
+	if d := b.c.s.ReadHeaderTimeout; d > 0 {
+		b.c.rwc.SetReadDeadline(time.Now().Add(d))
+	}
+	_, err := io.CopyN(io.Discard, b.rc, maxDrain)
+	return err == io.EOF
 }
 
-// bodyComplete reports, without waiting, whether the request body has been
-// read to its end.
-func (b *serverBody) bodyComplete() bool {
+// drainable reports whether the unread rest of the body is worth dropping
+// to keep the connection: not when the app waits for a 100 Continue before
+// sending it, nor when it is known to be large.
+func (b *serverBody) drainable() bool {
+	return !b.needContinue && (b.length < 0 || b.length-b.read <= maxDrain)
+}
+
+// reusable reports, without waiting, whether the connection may serve
+// another request after this body: read to its end, or drainable.
+func (b *serverBody) reusable() bool {
 	if !b.mu.TryLock() {
 		return false
 	}
 	defer b.mu.Unlock()
-	return b.complete
+	return b.complete || b.drainable()
 }
 
 // response is the http.ResponseWriter of H1Server.
@@ -564,6 +604,8 @@ type response struct {
 	written        int64
 	pending        []byte // body held back before the headers, up to pendingMax
 	closeAfter     bool
+	body           *serverBody // nil for a request without one
+	headBytes      int64       // what a handler wrote in answer to HEAD
 	expectContinue bool
 	continueSent   bool
 	err            error // the first write error: the app is gone
@@ -599,7 +641,7 @@ func (r *response) WriteHeader(code int) {
 			r.contentLength = n
 		}
 	}
-	if r.contentLength >= 0 || r.noBody {
+	if r.contentLength >= 0 || r.noBody && r.req.Method != http.MethodHead {
 		r.commit(false)
 	}
 }
@@ -611,9 +653,17 @@ func (r *response) writeInformational(code int) {
 		r.c.wmu.Lock()
 		defer r.c.wmu.Unlock()
 	}
+	if code == http.StatusContinue {
+		r.continueSent = true
+	}
 	bw := r.c.bw
 	writeStatusLine(bw, code)
-	writeHeaderLines(bw, r.header, false)
+	for k, vv := range r.header {
+		// An informational answer has no body to frame.
+		if k != "Content-Length" && k != "Trailer" && !serverOwnedHeader(k) {
+			writeField(bw, k, vv)
+		}
+	}
 	bw.WriteString("\r\n")
 	if err := bw.Flush(); err != nil && r.err == nil {
 		r.err = err
@@ -643,6 +693,10 @@ func (r *response) commit(final bool) {
 	r.committed = true
 	req := r.req
 	_, trailers := r.header["Trailer"]
+	if final && r.req.Method == http.MethodHead && r.contentLength < 0 && r.headBytes > 0 {
+		// The length the answer to a GET would have, as net/http sends.
+		r.header["Content-Length"] = []string{strconv.FormatInt(r.headBytes, 10)}
+	}
 	if r.contentLength < 0 && !r.noBody {
 		switch {
 		case final && !trailers:
@@ -660,7 +714,7 @@ func (r *response) commit(final bool) {
 	if r.c.s.inShutdown.Load() {
 		r.closeAfter = true
 	}
-	if body, ok := req.Body.(*serverBody); ok && !body.bodyComplete() {
+	if r.body != nil && !r.body.reusable() {
 		// Reading the rest could take long, or forever for an app that
 		// waits for a 100 Continue it will not get: the connection goes.
 		r.closeAfter = true
@@ -744,6 +798,7 @@ func (r *response) Write(p []byte) (int, error) {
 	}
 	if r.noBody {
 		if r.req.Method == http.MethodHead {
+			r.headBytes += int64(len(p))
 			return len(p), nil
 		}
 		return 0, http.ErrBodyNotAllowed
