@@ -771,22 +771,42 @@ func writeHeaderLines(bw *bufio.Writer, h http.Header, chunked bool) {
 	}
 }
 
-// writeField writes the lines of one header. Like net/http it drops names
-// that are not tokens and turns CR and LF inside values into spaces, so
-// that no value can start a header or a body of its own.
+// writeField writes the lines of one header, each assembled in the
+// writer's free space and written once. Like net/http it drops names that
+// are not tokens, trims values and turns CR and LF inside them into spaces,
+// so that no value can start a header or a body of its own.
 func writeField(bw *bufio.Writer, k string, vv []string) {
 	if !validFieldName(k) {
 		return
 	}
 	for _, v := range vv {
-		bw.WriteString(k)
-		bw.WriteString(": ")
-		if strings.ContainsAny(v, "\r\n") {
-			v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+		if needsCleaning(v) {
+			v = strings.TrimSpace(strings.NewReplacer("\r", " ", "\n", " ").Replace(v))
 		}
-		bw.WriteString(strings.TrimSpace(v))
-		bw.WriteString("\r\n")
+		line := bw.AvailableBuffer()
+		line = append(line, k...)
+		line = append(line, ": "...)
+		line = append(line, v...)
+		line = append(line, "\r\n"...)
+		bw.Write(line)
 	}
+}
+
+// needsCleaning reports whether a header value has CR or LF inside, or
+// space around it: rare, so one pass over the bytes decides.
+func needsCleaning(v string) bool {
+	if v == "" {
+		return false
+	}
+	if v[0] == ' ' || v[0] == '\t' || v[len(v)-1] == ' ' || v[len(v)-1] == '\t' {
+		return true
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] == '\r' || v[i] == '\n' {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *response) Write(p []byte) (int, error) {

@@ -5,6 +5,11 @@
 // credentials, the token is added, and the answer is streamed back; every
 // failure, token or upstream, reaches one error path (proxyError) and
 // becomes an RFC 9457 problem.
+//
+// Around the handler sit the HTTP/1.x server the apps talk to (H1Server)
+// and the upstream transport (H1Transport): both do a request's I/O on the
+// goroutine that handles it, which is most of the proxy's speed; net/http's
+// server and transport remain the alternatives.
 package proxy
 
 import (
@@ -163,9 +168,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// too.
 	defer func() {
 		elapsed := time.Since(start)
-		method, code := methodLabel(r.Method), h.metrics.statusLabel(rec.status())
-		h.metrics.requests.WithLabelValues(method, code).Inc()
-		h.metrics.duration.WithLabelValues(method, code).Observe(elapsed.Seconds())
+		h.metrics.observe(methodLabel(r.Method), rec.status(), elapsed)
 		// Check first: building the fields for a disabled level still costs
 		// an allocation per request.
 		if ce := h.log.Check(zap.InfoLevel, "request"); ce != nil {
@@ -307,6 +310,8 @@ func (r *recorder) Flush() { _ = http.NewResponseController(r.ResponseWriter).Fl
 
 type metrics struct {
 	codes         [600]string // strconv.Itoa of each status
+	seriesMu      sync.RWMutex
+	series        map[seriesKey]requestSeries
 	requests      *prometheus.CounterVec
 	duration      *prometheus.HistogramVec
 	inFlight      prometheus.Gauge
@@ -314,6 +319,36 @@ type metrics struct {
 	rateLimit     prometheus.Gauge
 	rateRemaining prometheus.Gauge
 	rateReset     prometheus.Gauge
+}
+
+type seriesKey struct {
+	method string // a methodLabel
+	code   int
+}
+
+// requestSeries is the counter and histogram of one method and status.
+type requestSeries struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
+}
+
+// observe counts a request. Its series are looked up by method label and
+// status in a map of our own: WithLabelValues hashes both strings and
+// takes the vector's lock, twice per request (once per vector).
+func (m *metrics) observe(method string, code int, elapsed time.Duration) {
+	k := seriesKey{method, code}
+	m.seriesMu.RLock()
+	s, ok := m.series[k]
+	m.seriesMu.RUnlock()
+	if !ok {
+		label := m.statusLabel(code)
+		s = requestSeries{m.requests.WithLabelValues(method, label), m.duration.WithLabelValues(method, label)}
+		m.seriesMu.Lock()
+		m.series[k] = s // few: methods are ten labels, statuses three digits
+		m.seriesMu.Unlock()
+	}
+	s.count.Inc()
+	s.duration.Observe(elapsed.Seconds())
 }
 
 // upstreamGauge is one of the gauges of Dinie's rate-limit headers.
@@ -350,6 +385,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for i := range m.codes {
 		m.codes[i] = strconv.Itoa(i)
 	}
+	m.series = make(map[seriesKey]requestSeries)
 	if reg == nil {
 		return m, nil
 	}
