@@ -13,42 +13,49 @@ func (pc *h1conn) alive() bool {
 	if pc.br.Buffered() > 0 {
 		return false
 	}
-	sc, ok := pc.raw.(syscall.Conn)
-	if !ok {
-		return true
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	alive := false
-	err = rc.Read(func(fd uintptr) bool {
-		var b [1]byte
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		alive = errors.Is(err, syscall.EAGAIN)
-		return true
-	})
-	return err == nil && alive
+	_, err := peek(pc.raw, false)
+	return errors.Is(err, syscall.EAGAIN) || errors.Is(err, errCannotPeek)
 }
 
 // peerGone reports whether the app has closed or reset conn, which must
 // have nothing left to read: a peek that must not block finds EOF or an
-// error. It runs beside the connection's own goroutine, so it uses Control,
-// which neither takes the read lock nor heeds the read deadline.
+// error. It runs beside the connection's own goroutine, so it peeks through
+// Control, which neither takes the read lock nor heeds the read deadline.
 func peerGone(conn net.Conn) bool {
+	n, err := peek(conn, true)
+	if errors.Is(err, errCannotPeek) || errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EINTR) {
+		return false
+	}
+	return n == 0 || err != nil // EOF, or a reset
+
+}
+
+// errCannotPeek is for connections that are not sockets (tests' pipes):
+// they count as alive.
+var errCannotPeek = errors.New("not a socket")
+
+// peek receives one byte of conn's socket without taking it off the queue
+// or waiting.
+func peek(conn net.Conn, control bool) (n int, err error) {
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
-		return false
+		return 0, errCannotPeek
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
+	rc, cerr := sc.SyscallConn()
+	if cerr != nil {
+		return 0, cerr // closed
 	}
-	gone := false
-	rc.Control(func(fd uintptr) {
+	recv := func(fd uintptr) {
 		var b [1]byte
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		gone = n == 0 && err == nil || err != nil && !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EINTR)
-	})
-	return gone
+		n, _, err = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	}
+	if control {
+		cerr = rc.Control(recv)
+	} else {
+		cerr = rc.Read(func(fd uintptr) bool { recv(fd); return true })
+	}
+	if cerr != nil {
+		return 0, cerr
+	}
+	return n, err
 }
