@@ -92,7 +92,8 @@ func (h *Handler) outbound(x *exchange, in *http.Request, id string) *http.Reque
 		hdr["User-Agent"] = h.noUserAgent
 	}
 	if v := hdr["X-Request-Id"]; len(v) == 0 || v[0] == "" {
-		hdr["X-Request-Id"] = []string{id} // what the access log shows
+		x.requestID[0] = id // what the access log shows
+		hdr["X-Request-Id"] = x.requestID[:]
 	}
 	out.Header = hdr
 	return out

@@ -751,12 +751,11 @@ func serverOwnedHeader(k string) bool {
 }
 
 func writeStatusLine(bw *bufio.Writer, code int) {
-	var b [3]byte
-	bw.WriteString("HTTP/1.1 ")
-	bw.Write(strconv.AppendInt(b[:0], int64(code), 10))
-	bw.WriteByte(' ')
-	bw.WriteString(http.StatusText(code))
-	bw.WriteString("\r\n")
+	line := append(bw.AvailableBuffer(), "HTTP/1.1 "...)
+	line = strconv.AppendInt(line, int64(code), 10)
+	line = append(line, ' ')
+	line = append(line, http.StatusText(code)...)
+	bw.Write(append(line, "\r\n"...))
 }
 
 // writeHeaderLines writes h as header lines, but not the ones the server

@@ -137,11 +137,12 @@ func (b *bufferPool) get() *[]byte {
 func (b *bufferPool) put(buf *[]byte) { b.pool.Put(buf) }
 
 // exchange is the per-request state of a forwarded request, allocated once:
-// the recorder, and the outbound request with its URL.
+// the recorder, and the outbound request with its URL and request id.
 type exchange struct {
-	rec recorder
-	out http.Request
-	url url.URL
+	rec       recorder
+	out       http.Request
+	url       url.URL
+	requestID [1]string // the X-Request-Id value when the app sent none
 }
 
 // ServeHTTP forwards r upstream, or answers with a problem when the request
