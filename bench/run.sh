@@ -361,9 +361,8 @@ for t in "${targets[@]}"; do
 done
 
 # count_instructions: the sidecar's user-space instructions per GET, from
-# callgrind, over one wrk run at 16 connections after a warm-up; then where
-# they go, by package (self cost). Kernel time is not counted: it differs
-# far less between targets than user time (bench/README.md).
+# callgrind, over one wrk run at 16 connections after a warm-up. Kernel
+# time is not counted (bench/README.md).
 count_instructions() {
 	local pid=${target_pid[sidecar]} out req total
 	taskset -c "$load_cpu" wrk -t1 -c16 -d3s "http://127.0.0.1:${target_port[sidecar]}/api/v3/customers" >/dev/null
@@ -382,23 +381,10 @@ count_instructions() {
 	fi
 	printf '\ndinie-auth-proxy %s: %d requests, %d instructions per request (user space)\n\n' \
 		"$(git -C "$root" describe --always --dirty 2>/dev/null || echo '?')" "$req" "$((total / req))"
-	echo "| package (self cost) | instructions per request | share |"
-	echo "| --- | ---: | ---: |"
-	callgrind_annotate --inclusive=no --auto=no --threshold=100 "$tmp"/callgrind.out.* 2>/dev/null | awk '
-		# "25,370,804 ( 4.32%)  /usr/local/go/src/runtime/malloc.go:runtime.mallocgc [/tmp/...]"
-		/^ *[0-9,]+ +\( *[0-9.]+%\) +[^ ]+:/ {
-			n = $1; gsub(",", "", n)
-			f = $0; sub(/^[^)]*\) +/, "", f); sub(/ .*/, "", f); sub(/^[^:]*:/, "", f)
-			# The package: the symbol up to the first dot after its last slash.
-			p = f; last = ""; while (match(p, /\//)) { last = last substr(p, 1, RSTART); p = substr(p, RSTART + 1) }
-			sub(/\..*/, "", p); pkg = last p
-			sub(/^internal\/runtime\/.*/, "runtime", pkg); sub(/^aeshashbody$|^indexbytebody$|^memeqbody$/, "runtime", pkg)
-			by[pkg] += n
-		}
-		END {
-			for (k in by) printf "%d\t%s\n", by[k], k
-		}' | sort -rn | head -12 | awk -F'\t' -v req="$req" -v total="$total" \
-		'{ printf "| %s | %d | %.1f%% |\n", $2, $1 / req, $1 / total * 100 }'
+	# No split by package: callgrind follows calls, not goroutines, and
+	# charges the work of the goroutines that run while one is parked to
+	# the parked one's frames, so self costs of anything that blocks are
+	# wrong (bench/README.md). The total is exact.
 }
 
 if [ "$mode" = instructions ]; then
