@@ -159,15 +159,17 @@ func waitReady(t *testing.T, r *running) {
 	testkit.Eventually(t, "readiness", func() bool { code, _ := httpGet(t, r.admin+"/readyz"); return code == 200 })
 }
 
+// TestEndToEnd runs the defaults, and each of net/http's server and
+// transport in place of ours.
 func TestEndToEnd(t *testing.T) {
-	for _, transport := range []string{"http1", "standard"} {
-		t.Run(transport, func(t *testing.T) { testEndToEnd(t, transport) })
+	for _, c := range []struct{ server, transport string }{{"http1", "http1"}, {"http1", "standard"}, {"standard", "http1"}} {
+		t.Run("server="+c.server+"/transport="+c.transport, func(t *testing.T) { testEndToEnd(t, c.server, c.transport) })
 	}
 }
 
-func testEndToEnd(t *testing.T, transport string) {
+func testEndToEnd(t *testing.T, server, transport string) {
 	d := newFakeDinie(t)
-	r := start(t, d.env("DINIE_PROXY_UPSTREAM_TRANSPORT", transport))
+	r := start(t, d.env("DINIE_PROXY_LISTEN_PROXY_SERVER", server, "DINIE_PROXY_UPSTREAM_TRANSPORT", transport))
 	waitReady(t, r)
 
 	t.Run("base URL", func(t *testing.T) {
@@ -404,6 +406,7 @@ func TestInvalidConfigExits2NamingTheKey(t *testing.T) {
 		{"bad refresh", nil, []string{"--auth.refresh_before", "soon"}, "auth.refresh_before"},
 		{"bad shutdown", nil, []string{"--shutdown.timeout", "-1s"}, "shutdown.timeout"},
 		{"bad transport", nil, []string{"--upstream.transport", "h3"}, "upstream.transport"},
+		{"bad proxy server", nil, []string{"--listen.proxy_server", "h2c"}, "listen.proxy_server"},
 		{"bad level", nil, []string{"--log.level", "verbose"}, "log.level"},
 		{"bad format", nil, []string{"--log.format", "xml"}, "log.format"},
 		{"bad listen", nil, []string{"--listen.proxy", "8080"}, "listen.proxy"},
