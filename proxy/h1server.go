@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -298,6 +299,11 @@ func (c *serverConn) waitForRequest() bool {
 	// request is answered before the connection closes.
 	if !c.state.CompareAndSwap(stateIdle, stateActive) {
 		return false
+	}
+	if buf, _ := c.br.Peek(c.br.Buffered()); bytes.Contains(buf, []byte("\r\n\r\n")) {
+		// The headers are all here and cannot stall: the idle deadline may
+		// stay until the next request (bodies get none of their own).
+		return true
 	}
 	if d := c.s.ReadHeaderTimeout; d > 0 {
 		c.rwc.SetReadDeadline(time.Now().Add(d))
