@@ -55,7 +55,7 @@ func (h *Handler) forward(x *exchange, in *http.Request, id string) {
 }
 
 // outbound is the request sent upstream: a shallow copy of in with the
-// upstream's URL, and in's header map without the hop-by-hop headers and
+// upstream's URL and a new header map without the hop-by-hop headers and
 // the app's own credentials. The token is added by authTransport.
 func (h *Handler) outbound(x *exchange, in *http.Request, id string) *http.Request {
 	out := &x.out
@@ -74,17 +74,15 @@ func (h *Handler) outbound(x *exchange, in *http.Request, id string) *http.Reque
 		out.Body = nil
 	}
 
-	// The app's header map is edited in place rather than copied: the
-	// request is the handler's, and nothing reads its headers after this.
-	hdr := in.Header
-	connection, teTrailers := hdr["Connection"], containsToken(hdr["Te"], "trailers")
-	for k := range hdr {
+	hdr := make(http.Header, len(in.Header)+2)
+	for k, vv := range in.Header {
 		if !forwardedRequestHeader(k) {
-			delete(hdr, k)
+			continue
 		}
+		hdr[k] = vv // shared, never changed: set headers get slices of their own
 	}
-	removeConnectionListed(hdr, connection)
-	if teTrailers {
+	removeConnectionListed(hdr, in.Header["Connection"])
+	if containsToken(in.Header["Te"], "trailers") {
 		hdr["Te"] = h.teTrailers
 	}
 	if _, ok := hdr["User-Agent"]; !ok {

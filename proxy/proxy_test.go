@@ -7,10 +7,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -860,4 +863,23 @@ func testEventStreamHeadersArriveBeforeTheFirstEvent(t *testing.T, setup envOpti
 		t.Fatalf("no headers before the first event: %v", err)
 	}
 	resp.Body.Close()
+}
+
+// The handler leaves the app's request as it came: the token it injects
+// must never be readable from it, by a logging middleware for one.
+func TestTheAppsRequestIsLeftUnchanged(t *testing.T) {
+	e := newEnv(t, false)
+	req := httptest.NewRequest("GET", "/customers", nil)
+	req.Header.Set("Authorization", "Bearer fake-app-token")
+	req.Header.Set("Connection", "X-Hop")
+	req.Header.Set("X-Hop", "1")
+	before := req.Header.Clone()
+	e.handler.ServeHTTP(httptest.NewRecorder(), req)
+	if e.last(t).Auth != "Bearer fake-token-1" {
+		t.Fatal("the upstream did not get the token")
+	}
+	if !reflect.DeepEqual(req.Header, before) {
+		// Names only: the values may hold the token.
+		t.Errorf("the app's request headers changed: %v, were %v", slices.Sorted(maps.Keys(req.Header)), slices.Sorted(maps.Keys(before)))
+	}
 }
