@@ -455,7 +455,11 @@ func (c *serverConn) handle(req *http.Request, cancel context.CancelFunc) bool {
 			res.expectContinue = true
 		}
 	}
-	c.watched.Store(body == nil && c.br.Buffered() == 0)
+	// Watched from the start when nothing more is to come from the app: no
+	// body, or one already wholly buffered (a POST waiting for a token);
+	// otherwise once the body has been read (serverBody.Read).
+	c.watched.Store(body == nil && c.br.Buffered() == 0 ||
+		body != nil && !body.needContinue && req.ContentLength > 0 && int64(c.br.Buffered()) == req.ContentLength)
 	ok := c.runHandler(res, req)
 	cancel()
 	if body != nil && !body.closeForReuse() {
@@ -639,6 +643,9 @@ func (r *response) WriteHeader(code int) {
 	r.wroteHeader = true
 	r.status = code
 	r.noBody = r.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
+	if code == http.StatusNoContent {
+		delete(r.header, "Content-Length") // RFC 9110: never on a 204
+	}
 	if cl := r.header["Content-Length"]; len(cl) > 0 {
 		n, err := strconv.ParseInt(cl[0], 10, 64)
 		if err != nil || n < 0 || len(cl) > 1 {

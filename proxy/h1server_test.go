@@ -98,6 +98,7 @@ func TestH1ServerFramesAnswers(t *testing.T) {
 			w.Header().Set("Content-Length", "6")
 			io.WriteString(w, "length")
 		case "/nocontent":
+			w.Header().Set("Content-Length", "7") // an upstream's mistake
 			w.WriteHeader(http.StatusNoContent)
 			io.WriteString(w, "dropped")
 		}
@@ -135,6 +136,9 @@ func TestH1ServerFramesAnswers(t *testing.T) {
 			}
 			if chunked := len(resp.TransferEncoding) > 0; chunked != tt.wantChunked {
 				t.Errorf("chunked %v, want %v", chunked, tt.wantChunked)
+			}
+			if _, ok := resp.Header["Content-Length"]; ok && tt.path == "/nocontent" {
+				t.Error("a 204 with a Content-Length")
 			}
 			if tt.method == "HEAD" && resp.ContentLength < 0 {
 				t.Error("HEAD: no Content-Length, although the handler wrote the body")
@@ -347,18 +351,26 @@ func TestH1ServerShutdownTimesOutAndCloseCancels(t *testing.T) {
 }
 
 func TestH1ServerCancelsTheRequestOfAnAppThatHangsUp(t *testing.T) {
-	cancelled := make(chan struct{})
-	_, addr := startH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		<-r.Context().Done()
-		close(cancelled)
-	}))
-	c := dial(t, addr)
-	c.send(t, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	c.Close()
-	select {
-	case <-cancelled:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the request's context outlived the app's connection")
+	for name, req := range map[string]string{
+		"GET": "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+		// Its body all sent, not yet read: the proxy waiting for a token.
+		"POST": "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+	} {
+		t.Run(name, func(t *testing.T) {
+			cancelled := make(chan struct{})
+			_, addr := startH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				<-r.Context().Done()
+				close(cancelled)
+			}))
+			c := dial(t, addr)
+			c.send(t, req)
+			c.Close()
+			select {
+			case <-cancelled:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the request's context outlived the app's connection")
+			}
+		})
 	}
 }
 
