@@ -27,8 +27,8 @@ import (
 // of the app's connection, only to learn whether the app hangs up, and
 // wakes and waits for it again at the end of every request (a deadline in
 // the past, a condition variable); it also clones and sorts the response
-// headers. For a sidecar forwarding small requests that was a third of the
-// instructions per request (bench/README.md). Here one goroutine per
+// headers. For a sidecar forwarding small requests that was a quarter of
+// the instructions per request (bench/README.md). Here one goroutine per
 // connection reads each request with net/http's own parser
 // (http.ReadRequest), runs the handler and writes the answer; an app that
 // hangs up while its request waits is found by a shared watcher that peeks
@@ -137,10 +137,7 @@ func (s *H1Server) Serve(ln net.Listener) error {
 func (s *H1Server) Shutdown(ctx context.Context) error {
 	s.init()
 	s.mu.Lock()
-	s.inShutdown.Store(true)
-	for ln := range s.listeners {
-		ln.Close()
-	}
+	s.stopAccepting()
 	if s.noConns == nil {
 		s.noConns = make(chan struct{})
 		if len(s.conns) == 0 {
@@ -166,10 +163,7 @@ func (s *H1Server) Shutdown(ctx context.Context) error {
 func (s *H1Server) Close() error {
 	s.init()
 	s.mu.Lock()
-	s.inShutdown.Store(true)
-	for ln := range s.listeners {
-		ln.Close()
-	}
+	s.stopAccepting()
 	for c := range s.conns {
 		c.rwc.Close()
 	}
@@ -177,6 +171,15 @@ func (s *H1Server) Close() error {
 	s.cancel()
 	s.stopWatch()
 	return nil
+}
+
+// stopAccepting marks the server as shutting down and closes its
+// listeners; s.mu is held.
+func (s *H1Server) stopAccepting() {
+	s.inShutdown.Store(true)
+	for ln := range s.listeners {
+		ln.Close()
+	}
 }
 
 func (s *H1Server) stopWatch() { s.stopOnce.Do(func() { close(s.done) }) }
@@ -248,7 +251,7 @@ type serverConn struct {
 	br          *bufio.Reader
 	bw          *bufio.Writer
 	headerLimit int64
-	ctx         context.Context // every request's on this connection
+	ctx         context.Context // the parent of its requests'; cancelled when the app hangs up
 	cancel      context.CancelFunc
 	state       atomic.Int32
 	// watched is set while a request is in the handler with nothing more
@@ -400,7 +403,7 @@ func (c *serverConn) replyError(err error) {
 
 // unsupportedTransferEncoding recognizes http.ReadRequest's error for a
 // transfer coding it cannot read, by its text: the type is unexported.
-// TestH1ServerRefusesUnknownTransferCoding catches a change of wording.
+// TestH1ServerRefusesMalformedRequests catches a change of wording.
 func unsupportedTransferEncoding(err error) bool {
 	msg := err.Error()
 	return strings.HasPrefix(msg, "unsupported transfer encoding") || strings.HasPrefix(msg, "too many transfer encodings")
@@ -623,8 +626,7 @@ type response struct {
 
 func (r *response) reset(c *serverConn, req *http.Request) {
 	clear(r.header)
-	*r = response{c: c, req: req, header: r.header, contentLength: -1, pending: r.pending[:0]}
-	r.closeAfter = req.Close
+	*r = response{c: c, req: req, header: r.header, contentLength: -1, pending: r.pending[:0], closeAfter: req.Close}
 }
 
 func (r *response) Header() http.Header { return r.header }
@@ -737,9 +739,8 @@ func (r *response) commit(final bool) {
 	writeStatusLine(bw, r.status)
 	writeHeaderLines(bw, r.header, r.chunked)
 	if _, ok := r.header["Date"]; !ok {
-		bw.WriteString("Date: ")
-		bw.Write(time.Now().UTC().AppendFormat(make([]byte, 0, 32), http.TimeFormat))
-		bw.WriteString("\r\n")
+		line := time.Now().UTC().AppendFormat(append(bw.AvailableBuffer(), "Date: "...), http.TimeFormat)
+		bw.Write(append(line, "\r\n"...))
 	}
 	switch {
 	case r.closeAfter:
@@ -840,13 +841,20 @@ func (r *response) Write(p []byte) (int, error) {
 			r.pending = append(r.pending, p...)
 			return len(p), nil
 		}
-		r.commit(false)
-		if err := r.writeBody(r.pending); err != nil {
+		if err := r.release(false); err != nil {
 			return 0, err
 		}
-		r.pending = r.pending[:0]
 	}
 	return len(p), r.writeBody(p)
+}
+
+// release writes the headers and then the body held back so far; final as
+// for commit.
+func (r *response) release(final bool) error {
+	r.commit(final)
+	err := r.writeBody(r.pending)
+	r.pending = r.pending[:0]
+	return err
 }
 
 // writeBody frames p after the headers.
@@ -861,9 +869,7 @@ func (r *response) writeBody(p []byte) error {
 	}
 	bw := r.c.bw
 	if r.chunked {
-		var b [16]byte
-		bw.Write(strconv.AppendUint(b[:0], uint64(len(p)), 16))
-		bw.WriteString("\r\n")
+		bw.Write(append(strconv.AppendUint(bw.AvailableBuffer(), uint64(len(p)), 16), "\r\n"...))
 	}
 	if _, werr := bw.Write(p); werr != nil {
 		r.err = werr
@@ -888,11 +894,9 @@ func (r *response) FlushError() error {
 		return r.err
 	}
 	if !r.committed {
-		r.commit(false)
-		if err := r.writeBody(r.pending); err != nil {
+		if err := r.release(false); err != nil {
 			return err
 		}
-		r.pending = r.pending[:0]
 	}
 	if err := r.c.bw.Flush(); err != nil {
 		r.err = err
@@ -908,9 +912,7 @@ func (r *response) finish() {
 		r.WriteHeader(http.StatusOK)
 	}
 	if !r.committed {
-		r.commit(true)
-		r.writeBody(r.pending)
-		r.pending = r.pending[:0]
+		r.release(true) // an error is in r.err, and closes the connection below
 	}
 	bw := r.c.bw
 	if r.chunked {
