@@ -51,8 +51,6 @@ type H1Server struct {
 	Logger *zap.Logger
 
 	initOnce sync.Once
-	ctx      context.Context // the parent of every request's; cancelled by Close
-	cancel   context.CancelFunc
 	done     chan struct{} // closed when the watcher must stop
 	stopOnce sync.Once
 
@@ -74,7 +72,6 @@ const pendingMax = 2048
 
 func (s *H1Server) init() {
 	s.initOnce.Do(func() {
-		s.ctx, s.cancel = context.WithCancel(context.Background())
 		s.done = make(chan struct{})
 		s.listeners = map[net.Listener]struct{}{}
 		s.conns = map[*serverConn]struct{}{}
@@ -166,9 +163,9 @@ func (s *H1Server) Close() error {
 	s.stopAccepting()
 	for c := range s.conns {
 		c.rwc.Close()
+		c.abandon()
 	}
 	s.mu.Unlock()
-	s.cancel()
 	s.stopWatch()
 	return nil
 }
@@ -200,14 +197,14 @@ func (s *H1Server) watch() {
 		}
 		s.mu.Lock()
 		for c := range s.conns {
-			if c.watched.Load() {
+			if c.watched.Load() && !c.gone.Load() {
 				watched = append(watched, c)
 			}
 		}
 		s.mu.Unlock()
 		for _, c := range watched {
 			if peerGone(c.rwc) {
-				c.cancel()
+				c.abandon()
 			}
 		}
 		clear(watched)
@@ -221,7 +218,6 @@ func (s *H1Server) newConn(rwc net.Conn) *serverConn {
 		maxHeader = 1 << 20
 	}
 	c := &serverConn{s: s, rwc: rwc, remoteAddr: rwc.RemoteAddr().String(), headerLimit: int64(maxHeader) + 4096}
-	c.ctx, c.cancel = context.WithCancel(s.ctx)
 	c.lr.r, c.lr.remain = rwc, c.headerLimit
 	c.br = bufio.NewReaderSize(&c.lr, 4<<10)
 	c.bw = bufio.NewWriterSize(rwc, 4<<10)
@@ -229,7 +225,6 @@ func (s *H1Server) newConn(rwc net.Conn) *serverConn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.inShutdown.Load() {
-		c.cancel()
 		return nil
 	}
 	s.conns[c] = struct{}{}
@@ -251,9 +246,12 @@ type serverConn struct {
 	br          *bufio.Reader
 	bw          *bufio.Writer
 	headerLimit int64
-	ctx         context.Context // the parent of its requests'; cancelled when the app hangs up
-	cancel      context.CancelFunc
-	state       atomic.Int32
+	// current is the context of the request in the handler, for the
+	// watcher and Close to end; gone says the app hung up or the server
+	// closed, so that a request read just after that ends at once too.
+	current atomic.Pointer[requestContext]
+	gone    atomic.Bool
+	state   atomic.Int32
 	// watched is set while a request is in the handler with nothing more
 	// to read from the app: only then can a peek tell a hang-up from data.
 	watched atomic.Bool
@@ -269,12 +267,12 @@ func (c *serverConn) serve() {
 		if !c.waitForRequest() {
 			return
 		}
-		req, cancel, err := c.readRequest()
+		req, ctx, err := c.readRequest()
 		if err != nil {
 			c.replyError(err)
 			return
 		}
-		if !c.handle(req, cancel) || c.s.inShutdown.Load() {
+		if !c.handle(req, ctx) || c.s.inShutdown.Load() {
 			c.closeWriteAndWait()
 			return
 		}
@@ -324,7 +322,6 @@ func (c *serverConn) closeIfIdle() {
 
 func (c *serverConn) close() {
 	c.rwc.Close()
-	c.cancel()
 	s := c.s
 	s.mu.Lock()
 	delete(s.conns, c)
@@ -336,6 +333,63 @@ func (c *serverConn) close() {
 		}
 	}
 	s.mu.Unlock()
+}
+
+// abandon ends the request in the handler, and any read after it, because
+// the app hung up or the server closed.
+func (c *serverConn) abandon() {
+	c.gone.Store(true)
+	if ctx := c.current.Load(); ctx != nil {
+		ctx.end()
+	}
+}
+
+// requestContext is the context of a request on H1Server. The server ends
+// it itself (handler returned, app gone, server closed) rather than
+// deriving it from a per-connection context: that saves registering each
+// request with a parent. It also carries a one-function slot that
+// H1Transport uses in place of context.AfterFunc, which costs several
+// allocations and locks per request.
+type requestContext struct {
+	// A cancelCtx whose parent never ends, so that contexts derived from
+	// this one register with it directly, as with any other.
+	context.Context
+	cancel context.CancelFunc
+	// onEnd, when set, is called once when the context ends.
+	onEnd atomic.Pointer[func()]
+}
+
+func newRequestContext() *requestContext {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &requestContext{Context: ctx, cancel: cancel}
+}
+
+func (ctx *requestContext) end() {
+	ctx.cancel()
+	if f := ctx.onEnd.Swap(nil); f != nil {
+		(*f)()
+	}
+}
+
+// setOnEnd arranges for f to be called when ctx ends, until
+// clearOnEnd(f). It reports false if the slot is taken; if ctx has
+// already ended, f is called before setOnEnd returns.
+func (ctx *requestContext) setOnEnd(f *func()) bool {
+	if !ctx.onEnd.CompareAndSwap(nil, f) {
+		return false
+	}
+	// end cancels before it looks at the slot: either it finds f there, or
+	// the cancellation is visible here.
+	if ctx.Err() != nil && ctx.onEnd.CompareAndSwap(f, nil) {
+		(*f)()
+	}
+	return true
+}
+
+// clearOnEnd undoes setOnEnd(f); false means ctx ended first and f was
+// (or is being) called.
+func (ctx *requestContext) clearOnEnd(f *func()) bool {
+	return ctx.onEnd.CompareAndSwap(f, nil)
 }
 
 var errTooLarge = errors.New("request line and headers too large")
@@ -350,7 +404,7 @@ func (e statusError) Error() string { return e.text }
 
 // readRequest reads the next request. Its context ends when the handler
 // returns, or earlier when the app hangs up or the server closes.
-func (c *serverConn) readRequest() (*http.Request, context.CancelFunc, error) {
+func (c *serverConn) readRequest() (*http.Request, *requestContext, error) {
 	// What waitForRequest's peek buffered counts against the limit too.
 	c.lr.remain = c.headerLimit - int64(c.br.Buffered())
 	req, err := http.ReadRequest(c.br)
@@ -374,10 +428,10 @@ func (c *serverConn) readRequest() (*http.Request, context.CancelFunc, error) {
 	if !validHost(req.Host) {
 		return nil, nil, statusError{http.StatusBadRequest, "malformed Host header"}
 	}
-	ctx, cancel := context.WithCancel(c.ctx)
+	ctx := newRequestContext()
 	req = req.WithContext(ctx)
 	req.RemoteAddr = c.remoteAddr
-	return req, cancel, nil
+	return req, ctx, nil
 }
 
 // replyError answers a request that could not be read, the way net/http's
@@ -436,7 +490,7 @@ func (c *serverConn) closeWriteAndWait() {
 
 // handle runs the handler for req and reports whether the connection can
 // carry another request.
-func (c *serverConn) handle(req *http.Request, cancel context.CancelFunc) bool {
+func (c *serverConn) handle(req *http.Request, ctx *requestContext) bool {
 	res := &c.res
 	res.reset(c, req)
 	var body *serverBody
@@ -449,7 +503,7 @@ func (c *serverConn) handle(req *http.Request, cancel context.CancelFunc) bool {
 	}
 	if expect := req.Header["Expect"]; len(expect) > 0 {
 		if !containsToken(expect, "100-continue") {
-			cancel()
+			ctx.end()
 			c.bw.WriteString("HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 			return false
 		}
@@ -463,8 +517,13 @@ func (c *serverConn) handle(req *http.Request, cancel context.CancelFunc) bool {
 	// otherwise once the body has been read (serverBody.Read).
 	c.watched.Store(body == nil && c.br.Buffered() == 0 ||
 		body != nil && !body.needContinue && req.ContentLength > 0 && int64(c.br.Buffered()) == req.ContentLength)
+	c.current.Store(ctx)
+	if c.gone.Load() {
+		ctx.end()
+	}
 	ok := c.runHandler(res, req)
-	cancel()
+	c.current.Store(nil)
+	ctx.end()
 	if body != nil && !body.closeForReuse() {
 		res.closeAfter = true
 	}

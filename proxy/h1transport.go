@@ -141,9 +141,9 @@ var longAgo = time.Unix(1, 0)
 func (t *H1Transport) exchange(ctx context.Context, pc *h1conn, req *http.Request) (*http.Response, error) {
 	// A cancelled request (the app went away) must not leave this goroutine
 	// blocked on the upstream: poisoning the deadline wakes it up.
-	stop := context.AfterFunc(ctx, pc.poison)
+	w := watchCancel(ctx, pc)
 	fail := func(err error) (*http.Response, error) {
-		stop()
+		w.release()
 		return nil, err
 	}
 	if err := req.Write(pc.bw); err != nil {
@@ -181,12 +181,13 @@ func (t *H1Transport) exchange(ctx context.Context, pc *h1conn, req *http.Reques
 	}
 	if t.ResponseHeaderTimeout > 0 {
 		pc.conn.SetReadDeadline(time.Time{})
-		// The AfterFunc may have fired before the reset; do not lose it.
+		// The context may have poisoned the deadline before the reset; do
+		// not lose that.
 		if ctx.Err() != nil {
 			return fail(ctx.Err())
 		}
 	}
-	body := &h1body{rc: resp.Body, pc: pc, t: t, stop: stop, keepAlive: !resp.Close && !req.Close}
+	body := &h1body{rc: resp.Body, pc: pc, t: t, watch: w, keepAlive: !resp.Close && !req.Close}
 	if resp.Body == http.NoBody {
 		body.finish(true)
 		return resp, nil
@@ -201,7 +202,7 @@ type h1body struct {
 	rc        io.ReadCloser
 	pc        *h1conn
 	t         *H1Transport
-	stop      func() bool
+	watch     cancelWatch
 	keepAlive bool
 	done      bool
 }
@@ -228,14 +229,38 @@ func (b *h1body) Close() error {
 
 func (b *h1body) finish(complete bool) {
 	b.done = true
-	// stop reports false if the request's context already poisoned the
+	// release reports false if the request's context already poisoned the
 	// connection's deadline: such a connection cannot be reused.
-	if complete && b.stop() && b.keepAlive {
+	if complete && b.watch.release() && b.keepAlive {
 		b.t.put(b.pc)
 		return
 	}
-	b.stop()
+	b.watch.release()
 	b.pc.conn.Close()
+}
+
+// cancelWatch poisons a connection when a request's context ends, until
+// released.
+type cancelWatch struct {
+	pc   *h1conn
+	ctx  *requestContext // H1Server's: its slot costs no allocation
+	stop func() bool     // otherwise context.AfterFunc's
+}
+
+func watchCancel(ctx context.Context, pc *h1conn) cancelWatch {
+	if rc, ok := ctx.(*requestContext); ok && rc.setOnEnd(&pc.poison) {
+		return cancelWatch{pc: pc, ctx: rc}
+	}
+	return cancelWatch{pc: pc, stop: context.AfterFunc(ctx, pc.poison)}
+}
+
+// release ends the watch; false means the context ended first and the
+// connection was (or is being) poisoned.
+func (w cancelWatch) release() bool {
+	if w.ctx != nil {
+		return w.ctx.clearOnEnd(&w.pc.poison)
+	}
+	return w.stop()
 }
 
 func (t *H1Transport) conn(ctx context.Context) (*h1conn, bool, error) {

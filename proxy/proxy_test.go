@@ -559,6 +559,38 @@ func testClientGoneWhileWaitingForATokenIsNotA503(t *testing.T, setup envOption)
 	})
 }
 
+func TestAppHangingUpEndsTheUpstreamRequest(t *testing.T) {
+	forEachSetup(t, testAppHangingUpEndsTheUpstreamRequest)
+}
+
+func testAppHangingUpEndsTheUpstreamRequest(t *testing.T, setup envOption) {
+	// Longer than the test waits: only the hang-up may end the wait.
+	patient := func(_ *env, p *proxy.Config, _ *tokencache.Config) { p.UpstreamTimeout = time.Minute }
+	e := newEnv(t, false, patient, setup)
+	entered, upstreamGone, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	defer close(release)
+	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
+		close(entered)
+		select {
+		case <-r.Context().Done(): // the proxy dropped the upstream connection
+			close(upstreamGone)
+		case <-release:
+		}
+	})
+	app, err := net.Dial("tcp", strings.TrimPrefix(e.proxy.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(app, "GET /customers HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-entered
+	app.Close()
+	select {
+	case <-upstreamGone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the proxy still waits for the upstream's answer to an app that hung up")
+	}
+}
+
 func TestBrokenRequestBodyIsTheClientsFault(t *testing.T) {
 	forEachSetup(t, testBrokenRequestBodyIsTheClientsFault)
 }
