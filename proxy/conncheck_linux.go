@@ -13,16 +13,15 @@ func (pc *h1conn) alive() bool {
 	if pc.br.Buffered() > 0 {
 		return false
 	}
-	_, err := peek(pc.raw, false)
+	_, err := peek(pc.raw)
 	return errors.Is(err, syscall.EAGAIN) || errors.Is(err, errCannotPeek)
 }
 
 // peerGone reports whether the app has closed or reset conn, which must
 // have nothing left to read: a peek that must not block finds EOF or an
-// error. It runs beside the connection's own goroutine, so it peeks through
-// Control, which neither takes the read lock nor heeds the read deadline.
+// error.
 func peerGone(conn net.Conn) bool {
-	n, err := peek(conn, true)
+	n, err := peek(conn)
 	if errors.Is(err, errCannotPeek) || errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EINTR) {
 		return false
 	}
@@ -35,8 +34,10 @@ func peerGone(conn net.Conn) bool {
 var errCannotPeek = errors.New("not a socket")
 
 // peek receives one byte of conn's socket without taking it off the queue
-// or waiting.
-func peek(conn net.Conn, control bool) (n int, err error) {
+// or waiting. It goes through Control, which neither takes the read lock
+// (the hang-up check runs beside the connection's own goroutine) nor heeds
+// the read deadline (a pooled connection may keep an expired one).
+func peek(conn net.Conn) (n int, err error) {
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
 		return 0, errCannotPeek
@@ -45,15 +46,10 @@ func peek(conn net.Conn, control bool) (n int, err error) {
 	if cerr != nil {
 		return 0, cerr // closed
 	}
-	recv := func(fd uintptr) {
+	cerr = rc.Control(func(fd uintptr) {
 		var b [1]byte
 		n, _, err = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-	}
-	if control {
-		cerr = rc.Control(recv)
-	} else {
-		cerr = rc.Read(func(fd uintptr) bool { recv(fd); return true })
-	}
+	})
 	if cerr != nil {
 		return 0, cerr
 	}

@@ -42,7 +42,8 @@ type H1Server struct {
 	// counted from its first byte. Zero means no bound.
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes a connection that waits longer than this for its
-	// next request. Zero means 90 s.
+	// next request (or up to a sixteenth less, at most a second: the
+	// deadline is not moved for every request). Zero means 90 s.
 	IdleTimeout time.Duration
 	// MaxHeaderBytes bounds a request's line and headers; larger ones are
 	// answered 431. Zero means 1 MiB.
@@ -246,6 +247,7 @@ type serverConn struct {
 	br          *bufio.Reader
 	bw          *bufio.Writer
 	headerLimit int64
+	deadline    readDeadline
 	// current is the context of the request in the handler, for the
 	// watcher and Close to end; gone says the app hung up or the server
 	// closed, so that a request read just after that ends at once too.
@@ -291,7 +293,7 @@ func (c *serverConn) waitForRequest() bool {
 		if idle <= 0 {
 			idle = 90 * time.Second
 		}
-		c.rwc.SetReadDeadline(time.Now().Add(idle))
+		c.deadline.extend(c.rwc, time.Now().Add(idle), idle)
 		if _, err := c.br.Peek(1); err != nil {
 			return false
 		}
@@ -307,9 +309,9 @@ func (c *serverConn) waitForRequest() bool {
 		return true
 	}
 	if d := c.s.ReadHeaderTimeout; d > 0 {
-		c.rwc.SetReadDeadline(time.Now().Add(d))
+		c.deadline.set(c.rwc, time.Now().Add(d))
 	} else {
-		c.rwc.SetReadDeadline(time.Time{})
+		c.deadline.set(c.rwc, time.Time{})
 	}
 	return true
 }
@@ -484,7 +486,7 @@ func (c *serverConn) closeWriteAndWait() {
 	if tc, ok := c.rwc.(interface{ CloseWrite() error }); ok {
 		tc.CloseWrite()
 	}
-	c.rwc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	c.deadline.set(c.rwc, time.Now().Add(500*time.Millisecond))
 	io.Copy(io.Discard, io.LimitReader(c.rwc, 256<<10))
 }
 
@@ -499,7 +501,7 @@ func (c *serverConn) handle(req *http.Request, ctx *requestContext) bool {
 		req.Body = body
 		res.body = body
 		// Bodies stream for as long as they take: no deadline.
-		c.rwc.SetReadDeadline(time.Time{})
+		c.deadline.set(c.rwc, time.Time{})
 	}
 	if expect := req.Header["Expect"]; len(expect) > 0 {
 		if !containsToken(expect, "100-continue") {
@@ -572,6 +574,29 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// readDeadline is a connection's read deadline as last set. Setting one
+// updates a runtime timer under a lock, a few percent of a small request's
+// cost; a deadline that only guards against a stalled peer need not move
+// for every request.
+type readDeadline struct{ at time.Time }
+
+func (d *readDeadline) set(conn net.Conn, at time.Time) {
+	if !at.Equal(d.at) {
+		conn.SetReadDeadline(at)
+		d.at = at
+	}
+}
+
+// extend sets the deadline to at, unless the one set is at most a
+// sixteenth of timeout (and at most a second) earlier: a timeout of 90 s
+// then ends between 89 and 90 s of waiting.
+func (d *readDeadline) extend(conn net.Conn, at time.Time, timeout time.Duration) {
+	if early := at.Sub(d.at); d.at.IsZero() || early < 0 || early > min(timeout/16, time.Second) {
+		conn.SetReadDeadline(at)
+		d.at = at
+	}
+}
+
 // serverBody is a request body as the handler sees it. Its lock lets the
 // connection take the body back from a reader on another goroutine (net/
 // http's transport writes request bodies from one of its own) before the
@@ -639,7 +664,7 @@ func (b *serverBody) closeForReuse() bool {
 	// A stalled app must not hold the connection: the drain gets as long
 	// as a request's headers do.
 	if d := b.c.s.ReadHeaderTimeout; d > 0 {
-		b.c.rwc.SetReadDeadline(time.Now().Add(d))
+		b.c.deadline.set(b.c.rwc, time.Now().Add(d))
 	}
 	_, err := io.CopyN(io.Discard, b.rc, maxDrain)
 	return err == io.EOF

@@ -392,6 +392,25 @@ func TestH1ServerClosesSlowAndIdleConnections(t *testing.T) {
 	}
 }
 
+// The idle deadline is moved only now and then, not for every request: it
+// must still move, or a busy connection would be closed IdleTimeout after
+// its first request.
+func TestH1ServerKeepsABusyConnectionPastIdleTimeout(t *testing.T) {
+	const idle = 500 * time.Millisecond
+	_, addr := startH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), func(s *proxy.H1Server) {
+		s.IdleTimeout = idle
+	})
+	c := dial(t, addr)
+	start := time.Now()
+	for i := 0; time.Since(start) < 2*idle; i++ {
+		c.send(t, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp, _ := c.read(t, "GET"); resp.Close {
+			t.Fatalf("request %d, %v in: the connection is closing", i, time.Since(start))
+		}
+		time.Sleep(idle / 5)
+	}
+}
+
 func TestH1ServerDropsASmallUnreadBodyAndKeepsTheConnection(t *testing.T) {
 	_, addr := startH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, r.URL.Path) // the body is never read

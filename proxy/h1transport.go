@@ -30,7 +30,8 @@ type H1Transport struct {
 	tls        *tls.Config // nil for plain http
 
 	// ResponseHeaderTimeout bounds the wait for the response headers once the
-	// request is written. Zero means no bound.
+	// request is written (or up to a sixteenth less, at most a second: the
+	// deadline is not moved for every request). Zero means no bound.
 	ResponseHeaderTimeout time.Duration
 	// DialTimeout bounds connecting, TLS handshake included. Zero means 10 s.
 	DialTimeout time.Duration
@@ -78,6 +79,7 @@ type h1conn struct {
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
+	deadline  readDeadline
 	// poison aborts blocked I/O on the connection; made once per
 	// connection rather than as a closure per request.
 	poison func()
@@ -153,7 +155,7 @@ func (t *H1Transport) exchange(ctx context.Context, pc *h1conn, req *http.Reques
 		return fail(err)
 	}
 	if t.ResponseHeaderTimeout > 0 {
-		pc.conn.SetReadDeadline(time.Now().Add(t.ResponseHeaderTimeout))
+		pc.deadline.extend(pc.conn, time.Now().Add(t.ResponseHeaderTimeout), t.ResponseHeaderTimeout)
 	}
 	// Let the other requests run before reading the answer: it is rarely
 	// there yet, and a read that finds nothing costs a system call and a
@@ -179,8 +181,11 @@ func (t *H1Transport) exchange(ctx context.Context, pc *h1conn, req *http.Reques
 			return fail(errors.New("proxy: protocol upgrades need the standard transport"))
 		}
 	}
-	if t.ResponseHeaderTimeout > 0 {
-		pc.conn.SetReadDeadline(time.Time{})
+	// A body that is all in the buffer is read without the connection,
+	// so the deadline may stay for the next request; any other must be
+	// free to take as long as it takes (a stream of events).
+	if t.ResponseHeaderTimeout > 0 && !bodyBuffered(resp, pc.br) {
+		pc.deadline.set(pc.conn, time.Time{})
 		// The context may have poisoned the deadline before the reset; do
 		// not lose that.
 		if ctx.Err() != nil {
@@ -194,6 +199,11 @@ func (t *H1Transport) exchange(ctx context.Context, pc *h1conn, req *http.Reques
 	}
 	resp.Body = body
 	return resp, nil
+}
+
+// bodyBuffered reports whether resp's body is wholly in br already.
+func bodyBuffered(resp *http.Response, br *bufio.Reader) bool {
+	return resp.Body == http.NoBody || len(resp.TransferEncoding) == 0 && resp.ContentLength >= 0 && int64(br.Buffered()) >= resp.ContentLength
 }
 
 // h1body hands the connection back to the pool once the response body has

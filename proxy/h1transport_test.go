@@ -90,6 +90,60 @@ func TestH1ReusesConnections(t *testing.T) {
 	}
 }
 
+// A pooled connection keeps the deadline for its last response's headers
+// when the body was all buffered; once that deadline has passed, the
+// connection must still count as alive and be used.
+func TestH1ReusesAConnectionWhoseHeaderDeadlinePassed(t *testing.T) {
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	tr, c := h1For(t, srv)
+	fetch(t, c, "GET", srv.URL+"/a", nil)
+	tr.mu.Lock()
+	if len(tr.idle) != 1 {
+		t.Fatalf("%d pooled connections, want 1", len(tr.idle))
+	}
+	pc := tr.idle[0]
+	pc.deadline.set(pc.conn, time.Now())        // passed, as after ResponseHeaderTimeout
+	pc.idleSince = time.Now().Add(-time.Minute) // idle long enough to be checked
+	tr.mu.Unlock()
+	if code, body := fetch(t, c, "GET", srv.URL+"/b", nil); code != 200 || body != "ok" {
+		t.Fatalf("second request: %d %q", code, body)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d connections, want 1: the pooled one was taken for dead", n)
+	}
+}
+
+// ResponseHeaderTimeout bounds the wait for the headers only: a body that
+// streams for longer must arrive whole.
+func TestH1ResponseHeaderTimeoutSparesASlowBody(t *testing.T) {
+	const timeout = 250 * time.Millisecond
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "first,")
+		http.NewResponseController(w).Flush()
+		select {
+		case <-time.After(3 * timeout):
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "last")
+	})
+	u, _ := url.Parse(srv.URL)
+	tr, err := NewH1Transport(u, TransportConfig{ResponseHeaderTimeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/stream", nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if body, err := io.ReadAll(resp.Body); err != nil || string(body) != "first,last" {
+		t.Errorf("body %q, %v; want it whole", body, err)
+	}
+}
+
 func TestH1HonoursConnectionClose(t *testing.T) {
 	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
