@@ -589,12 +589,14 @@ func (d *readDeadline) set(conn net.Conn, at time.Time) {
 
 // extend sets the deadline to at, unless the one set is at most a
 // sixteenth of timeout (and at most a second) earlier: a timeout of 90 s
-// then ends between 89 and 90 s of waiting.
-func (d *readDeadline) extend(conn net.Conn, at time.Time, timeout time.Duration) {
+// then ends between 89 and 90 s of waiting. It reports whether it set it.
+func (d *readDeadline) extend(conn net.Conn, at time.Time, timeout time.Duration) bool {
 	if early := at.Sub(d.at); d.at.IsZero() || early < 0 || early > min(timeout/16, time.Second) {
 		conn.SetReadDeadline(at)
 		d.at = at
+		return true
 	}
+	return false
 }
 
 // serverBody is a request body as the handler sees it. Its lock lets the

@@ -154,8 +154,10 @@ func (t *H1Transport) exchange(ctx context.Context, pc *h1conn, req *http.Reques
 	if err := pc.bw.Flush(); err != nil {
 		return fail(err)
 	}
-	if t.ResponseHeaderTimeout > 0 {
-		pc.deadline.extend(pc.conn, time.Now().Add(t.ResponseHeaderTimeout), t.ResponseHeaderTimeout)
+	// Arming the deadline would undo a poisoning that came before it: the
+	// context tells.
+	if t.ResponseHeaderTimeout > 0 && pc.deadline.extend(pc.conn, time.Now().Add(t.ResponseHeaderTimeout), t.ResponseHeaderTimeout) && ctx.Err() != nil {
+		return fail(ctx.Err())
 	}
 	// Let the other requests run before reading the answer: it is rarely
 	// there yet, and a read that finds nothing costs a system call and a

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
@@ -260,5 +261,64 @@ func TestH1RefusesOtherHosts(t *testing.T) {
 	_, c := h1For(t, srv)
 	if _, err := c.Get("http://elsewhere.example/"); err == nil {
 		t.Error("H1Transport sent a request to another host")
+	}
+}
+
+// endOnWrite ends a request's context as the request goes out, as an app
+// hanging up at that moment does.
+type endOnWrite struct {
+	net.Conn
+	ctx *requestContext
+}
+
+func (c endOnWrite) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.ctx.end()
+	return n, err
+}
+
+// A cancellation that lands between writing the request and arming the
+// deadline for the answer must not be undone by that deadline.
+func TestH1CancellationDuringTheWriteIsNotLost(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			defer c.Close()
+			io.Copy(io.Discard, c) // never answers
+		}
+	}()
+	u, _ := url.Parse("http://" + ln.Addr().String())
+	tr, err := NewH1Transport(u, TransportConfig{ResponseHeaderTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.CloseIdleConnections()
+	pc, err := tr.dial(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := newRequestContext()
+	pc.bw = bufio.NewWriter(endOnWrite{pc.conn, ctx})
+	tr.put(pc)
+	req, _ := http.NewRequestWithContext(ctx, "GET", u.String()+"/slow", nil)
+	done := make(chan error, 1)
+	go func() {
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("a cancelled request got an answer")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the cancellation was lost: the request waits for the response header timeout")
 	}
 }
