@@ -74,7 +74,11 @@ func (h *Handler) outbound(x *exchange, in *http.Request, id string) *http.Reque
 		out.Body = nil
 	}
 
-	hdr := make(http.Header, len(in.Header)+2)
+	hdr := x.header
+	if hdr == nil {
+		hdr = make(http.Header, len(in.Header)+2)
+		x.header = hdr
+	}
 	for k, vv := range in.Header {
 		if !forwardedRequestHeader(k) {
 			continue

@@ -71,6 +71,10 @@ type Handler struct {
 	auth            *authTransport
 	buffers         *bufferPool
 	metrics         *metrics
+	// exchanges recycles per-request state, when the transport keeps
+	// nothing of a request once its answer's body is closed (H1Transport
+	// does not; net/http's may still be writing it).
+	exchanges *sync.Pool
 
 	// Header values set on every outbound request, shared rather than
 	// allocated each time: nothing writes into them, and an Add on a slice
@@ -116,6 +120,9 @@ func New(cfg Config) (*Handler, error) {
 		maxReplay = 1 << 20
 	}
 	h.auth = &authTransport{base: base, tokens: cfg.Tokens, maxReplay: maxReplay, metrics: m}
+	if _, ok := base.(*H1Transport); ok {
+		h.exchanges = &sync.Pool{}
+	}
 	h.buffers = &bufferPool{}
 	h.metrics = m
 	return h, nil
@@ -136,6 +143,23 @@ func (b *bufferPool) get() *[]byte {
 
 func (b *bufferPool) put(buf *[]byte) { b.pool.Put(buf) }
 
+func (h *Handler) newExchange(w http.ResponseWriter) *exchange {
+	if h.exchanges != nil {
+		if x, ok := h.exchanges.Get().(*exchange); ok {
+			x.rec.ResponseWriter = w
+			return x
+		}
+	}
+	return &exchange{rec: recorder{ResponseWriter: w}}
+}
+
+// reset empties x for the next request, keeping its header map's room.
+func (x *exchange) reset() {
+	hdr := x.header
+	clear(hdr)
+	*x = exchange{header: hdr}
+}
+
 // exchange is the per-request state of a forwarded request, allocated once:
 // the recorder, and the outbound request with its URL and request id.
 type exchange struct {
@@ -143,6 +167,7 @@ type exchange struct {
 	out       http.Request
 	url       url.URL
 	requestID [1]string // the X-Request-Id value when the app sent none
+	header    http.Header
 }
 
 // ServeHTTP forwards r upstream, or answers with a problem when the request
@@ -155,7 +180,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.metrics.inFlight.Inc()
 	defer h.metrics.inFlight.Dec()
 	start := time.Now()
-	x := &exchange{rec: recorder{ResponseWriter: w}}
+	x := h.newExchange(w)
 	rec := &x.rec
 	var id string
 	if v := r.Header["X-Request-Id"]; len(v) > 0 { // canonical key: no Get
@@ -181,6 +206,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				zap.Int64("bytes", rec.bytes),
 				zap.String("request_id", id),
 				zap.Bool("retried_401", rec.retried))
+		}
+		if h.exchanges != nil {
+			x.reset()
+			h.exchanges.Put(x)
 		}
 	}()
 	switch route(r, h.upstream) {

@@ -628,6 +628,27 @@ func testResponseCutMidBodyIsStillCounted(t *testing.T, setup envOption) {
 	})
 }
 
+// Per-request state is recycled: nothing of one request may reach the
+// next one's upstream request.
+func TestNothingCarriesOverToTheNextRequest(t *testing.T) {
+	forEachSetup(t, testNothingCarriesOverToTheNextRequest)
+}
+
+func testNothingCarriesOverToTheNextRequest(t *testing.T, setup envOption) {
+	e := newEnv(t, false, setup)
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	defer client.CloseIdleConnections()
+	for i := range 3 {
+		do(t, client, "POST", e.proxy.URL+"/first", strings.NewReader("a body"), "X-First", "1", "X-Request-Id", "app-chosen-id")
+		do(t, client, "GET", e.proxy.URL+"/second", nil)
+		s := e.last(t)
+		if len(s.Header["X-First"]) > 0 || s.RequestID == "app-chosen-id" || s.RequestID == "" || s.Body != "" || s.Method != "GET" {
+			t.Fatalf("round %d: the second request went up as %s with X-First %q, X-Request-Id %q, body %q",
+				i, s.Method, s.Header["X-First"], s.RequestID, s.Body)
+		}
+	}
+}
+
 func TestRedirectsArePassedBack(t *testing.T) { forEachSetup(t, testRedirectsArePassedBack) }
 
 func testRedirectsArePassedBack(t *testing.T, setup envOption) {
