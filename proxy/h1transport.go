@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"runtime"
 	"sync"
 	"time"
@@ -85,9 +86,10 @@ type h1conn struct {
 	poison func()
 }
 
-// errNothingRead marks a failure before the first byte of the response: on
-// a reused connection it means the server had closed it while idle, and an
-// idempotent request can safely be sent again.
+// errNothingRead marks a failure other than a timeout before the first
+// byte of the response: on a reused connection it means the server had
+// closed it while idle, and an idempotent request can safely be sent
+// again.
 type errNothingRead struct{ err error }
 
 func (e errNothingRead) Error() string { return e.err.Error() }
@@ -167,6 +169,12 @@ func (t *H1Transport) exchange(ctx context.Context, pc *h1conn, req *http.Reques
 	// tripled p99: a yielded goroutine waits on the global run queue.)
 	runtime.Gosched()
 	if _, err := pc.br.Peek(1); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The upstream has the request and is slow with it (or the
+			// context poisoned the deadline): sending it again would make
+			// it do the work twice.
+			return fail(err)
+		}
 		return fail(errNothingRead{err})
 	}
 	var resp *http.Response

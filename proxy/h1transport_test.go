@@ -3,11 +3,13 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -171,6 +173,36 @@ func TestH1RetriesIdempotentRequestsOnAConnectionTheServerClosed(t *testing.T) {
 	}
 	if n := conns.Load(); n != 2 {
 		t.Errorf("connections = %d, want 2", n)
+	}
+}
+
+// A reused connection whose answer does not come within
+// ResponseHeaderTimeout was not closed while idle: the upstream has the
+// request, and it must not be sent again, even when it is idempotent.
+func TestH1DoesNotResendARequestThatTimedOut(t *testing.T) {
+	var sent atomic.Int64
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			sent.Add(1)
+			<-r.Context().Done() // until the proxy gives up on it
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	u, _ := url.Parse(srv.URL)
+	tr, err := NewH1Transport(u, TransportConfig{ResponseHeaderTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	c := &http.Client{Transport: tr}
+	fetch(t, c, "GET", srv.URL+"/warm", nil) // the next request reuses its connection
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/slow", nil)
+	if _, err := c.Do(req); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("error %v, want a timeout", err)
+	}
+	if n := sent.Load(); n != 1 {
+		t.Errorf("the upstream got the request %d times, want 1", n)
 	}
 }
 
