@@ -357,7 +357,10 @@ type requestContext struct {
 	// this one register with it directly, as with any other.
 	context.Context
 	cancel context.CancelFunc
-	// onEnd, when set, is called once when the context ends.
+	// onEnd, when set, is called once when the context ends, on whichever
+	// goroutine ends it: the connection's, the watcher's, or Close's with
+	// the server's lock held. So it must be quick and must not block
+	// (H1Transport's sets a deadline).
 	onEnd atomic.Pointer[func()]
 }
 

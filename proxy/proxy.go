@@ -153,9 +153,18 @@ func (h *Handler) newExchange(w http.ResponseWriter) *exchange {
 	return &exchange{rec: recorder{ResponseWriter: w}}
 }
 
-// reset empties x for the next request, keeping its header map's room.
+// maxRecycledHeaders bounds the header map an exchange keeps: maps never
+// shrink, and clearing or writing one walks all the room it ever had, so
+// one request with thousands of headers must not slow every later one.
+const maxRecycledHeaders = 64
+
+// reset empties x for the next request, keeping its header map's room
+// unless that grew large.
 func (x *exchange) reset() {
 	hdr := x.header
+	if len(hdr) > maxRecycledHeaders {
+		hdr = nil
+	}
 	clear(hdr)
 	*x = exchange{header: hdr}
 }
