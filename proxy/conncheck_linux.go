@@ -26,7 +26,6 @@ func peerGone(conn net.Conn) bool {
 		return false
 	}
 	return n == 0 || err != nil // EOF, or a reset
-
 }
 
 // errCannotPeek is for connections that are not sockets (tests' pipes):

@@ -346,57 +346,6 @@ func (c *serverConn) abandon() {
 	}
 }
 
-// requestContext is the context of a request on H1Server. The server ends
-// it itself (handler returned, app gone, server closed) rather than
-// deriving it from a per-connection context: that saves registering each
-// request with a parent. It also carries a one-function slot that
-// H1Transport uses in place of context.AfterFunc, which costs several
-// allocations and locks per request.
-type requestContext struct {
-	// A cancelCtx whose parent never ends, so that contexts derived from
-	// this one register with it directly, as with any other.
-	context.Context
-	cancel context.CancelFunc
-	// onEnd, when set, is called once when the context ends, on whichever
-	// goroutine ends it: the connection's, the watcher's, or Close's with
-	// the server's lock held. So it must be quick and must not block
-	// (H1Transport's sets a deadline).
-	onEnd atomic.Pointer[func()]
-}
-
-func newRequestContext() *requestContext {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &requestContext{Context: ctx, cancel: cancel}
-}
-
-func (ctx *requestContext) end() {
-	ctx.cancel()
-	if f := ctx.onEnd.Swap(nil); f != nil {
-		(*f)()
-	}
-}
-
-// setOnEnd arranges for f to be called when ctx ends, until
-// clearOnEnd(f). It reports false if the slot is taken; if ctx has
-// already ended, f is called before setOnEnd returns.
-func (ctx *requestContext) setOnEnd(f *func()) bool {
-	if !ctx.onEnd.CompareAndSwap(nil, f) {
-		return false
-	}
-	// end cancels before it looks at the slot: either it finds f there, or
-	// the cancellation is visible here.
-	if ctx.Err() != nil && ctx.onEnd.CompareAndSwap(f, nil) {
-		(*f)()
-	}
-	return true
-}
-
-// clearOnEnd undoes setOnEnd(f); false means ctx ended first and f was
-// (or is being) called.
-func (ctx *requestContext) clearOnEnd(f *func()) bool {
-	return ctx.onEnd.CompareAndSwap(f, nil)
-}
-
 var errTooLarge = errors.New("request line and headers too large")
 
 // statusError is a request refused before the handler, with its status.
@@ -575,31 +524,6 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
 	l.remain -= int64(n)
 	return n, err
-}
-
-// readDeadline is a connection's read deadline as last set. Setting one
-// updates a runtime timer under a lock, a few percent of a small request's
-// cost; a deadline that only guards against a stalled peer need not move
-// for every request.
-type readDeadline struct{ at time.Time }
-
-func (d *readDeadline) set(conn net.Conn, at time.Time) {
-	if !at.Equal(d.at) {
-		conn.SetReadDeadline(at)
-		d.at = at
-	}
-}
-
-// extend sets the deadline to at, unless the one set is at most a
-// sixteenth of timeout (and at most a second) earlier: a timeout of 90 s
-// then ends between 89 and 90 s of waiting. It reports whether it set it.
-func (d *readDeadline) extend(conn net.Conn, at time.Time, timeout time.Duration) bool {
-	if early := at.Sub(d.at); d.at.IsZero() || early < 0 || early > min(timeout/16, time.Second) {
-		conn.SetReadDeadline(at)
-		d.at = at
-		return true
-	}
-	return false
 }
 
 // serverBody is a request body as the handler sees it. Its lock lets the

@@ -156,8 +156,8 @@ func (t *H1Transport) exchange(ctx context.Context, pc *h1conn, req *http.Reques
 	if err := pc.bw.Flush(); err != nil {
 		return fail(err)
 	}
-	// Arming the deadline would undo a poisoning that came before it: the
-	// context tells.
+	// Moving the deadline undoes a poisoning that came before it: the
+	// context tells (here and below).
 	if t.ResponseHeaderTimeout > 0 && pc.deadline.extend(pc.conn, time.Now().Add(t.ResponseHeaderTimeout), t.ResponseHeaderTimeout) && ctx.Err() != nil {
 		return fail(ctx.Err())
 	}
@@ -194,13 +194,8 @@ func (t *H1Transport) exchange(ctx context.Context, pc *h1conn, req *http.Reques
 	// A body that is all in the buffer is read without the connection,
 	// so the deadline may stay for the next request; any other must be
 	// free to take as long as it takes (a stream of events).
-	if t.ResponseHeaderTimeout > 0 && !bodyBuffered(resp, pc.br) {
-		pc.deadline.set(pc.conn, time.Time{})
-		// The context may have poisoned the deadline before the reset; do
-		// not lose that.
-		if ctx.Err() != nil {
-			return fail(ctx.Err())
-		}
+	if t.ResponseHeaderTimeout > 0 && !bodyBuffered(resp, pc.br) && pc.deadline.set(pc.conn, time.Time{}) && ctx.Err() != nil {
+		return fail(ctx.Err())
 	}
 	body := &h1body{rc: resp.Body, pc: pc, t: t, watch: w, keepAlive: !resp.Close && !req.Close}
 	if resp.Body == http.NoBody {
@@ -257,30 +252,6 @@ func (b *h1body) finish(complete bool) {
 	}
 	b.watch.release()
 	b.pc.conn.Close()
-}
-
-// cancelWatch poisons a connection when a request's context ends, until
-// released.
-type cancelWatch struct {
-	pc   *h1conn
-	ctx  *requestContext // H1Server's: its slot costs no allocation
-	stop func() bool     // otherwise context.AfterFunc's
-}
-
-func watchCancel(ctx context.Context, pc *h1conn) cancelWatch {
-	if rc, ok := ctx.(*requestContext); ok && rc.setOnEnd(&pc.poison) {
-		return cancelWatch{pc: pc, ctx: rc}
-	}
-	return cancelWatch{pc: pc, stop: context.AfterFunc(ctx, pc.poison)}
-}
-
-// release ends the watch; false means the context ended first and the
-// connection was (or is being) poisoned.
-func (w cancelWatch) release() bool {
-	if w.ctx != nil {
-		return w.ctx.clearOnEnd(&w.pc.poison)
-	}
-	return w.stop()
 }
 
 func (t *H1Transport) conn(ctx context.Context) (*h1conn, bool, error) {

@@ -1,0 +1,117 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"sync/atomic"
+	"time"
+)
+
+// What H1Server and H1Transport share to end a request's I/O cheaply: the
+// request's context with its one-function slot, the watch that poisons an
+// upstream connection through it, and read deadlines that move only when
+// they must.
+
+// requestContext is the context of a request on H1Server. The server ends
+// it itself (handler returned, app gone, server closed) rather than
+// deriving it from a per-connection context: that saves registering each
+// request with a parent. It also carries a one-function slot that
+// H1Transport uses in place of context.AfterFunc, which costs several
+// allocations and locks per request.
+type requestContext struct {
+	// A cancelCtx whose parent never ends, so that contexts derived from
+	// this one register with it directly, as with any other.
+	context.Context
+	cancel context.CancelFunc
+	// onEnd, when set, is called once when the context ends, on whichever
+	// goroutine ends it: the connection's, the watcher's, or Close's with
+	// the server's lock held. So it must be quick and must not block
+	// (H1Transport's sets a deadline).
+	onEnd atomic.Pointer[func()]
+}
+
+func newRequestContext() *requestContext {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &requestContext{Context: ctx, cancel: cancel}
+}
+
+func (ctx *requestContext) end() {
+	ctx.cancel()
+	if f := ctx.onEnd.Swap(nil); f != nil {
+		(*f)()
+	}
+}
+
+// setOnEnd arranges for f to be called when ctx ends, until
+// clearOnEnd(f). It reports false if the slot is taken; if ctx has
+// already ended, f is called before setOnEnd returns.
+func (ctx *requestContext) setOnEnd(f *func()) bool {
+	if !ctx.onEnd.CompareAndSwap(nil, f) {
+		return false
+	}
+	// end cancels before it looks at the slot: either it finds f there, or
+	// the cancellation is visible here.
+	if ctx.Err() != nil && ctx.onEnd.CompareAndSwap(f, nil) {
+		(*f)()
+	}
+	return true
+}
+
+// clearOnEnd undoes setOnEnd(f); false means ctx ended first and f was
+// (or is being) called.
+func (ctx *requestContext) clearOnEnd(f *func()) bool {
+	return ctx.onEnd.CompareAndSwap(f, nil)
+}
+
+// cancelWatch poisons a connection when a request's context ends, until
+// released.
+type cancelWatch struct {
+	pc   *h1conn
+	ctx  *requestContext // H1Server's: its slot costs no allocation
+	stop func() bool     // otherwise context.AfterFunc's
+}
+
+func watchCancel(ctx context.Context, pc *h1conn) cancelWatch {
+	if rc, ok := ctx.(*requestContext); ok && rc.setOnEnd(&pc.poison) {
+		return cancelWatch{pc: pc, ctx: rc}
+	}
+	return cancelWatch{pc: pc, stop: context.AfterFunc(ctx, pc.poison)}
+}
+
+// release ends the watch; false means the context ended first and the
+// connection was (or is being) poisoned.
+func (w cancelWatch) release() bool {
+	if w.ctx != nil {
+		return w.ctx.clearOnEnd(&w.pc.poison)
+	}
+	return w.stop()
+}
+
+// readDeadline is a connection's read deadline as last set. Setting one
+// updates a runtime timer under a lock, a few percent of a small request's
+// cost; a deadline that only guards against a stalled peer need not move
+// for every request.
+//
+// set and extend report whether they moved the deadline: a move undoes a
+// poisoning (cancelWatch) that came before it, so H1Transport checks its
+// request's context after one.
+type readDeadline struct{ at time.Time }
+
+func (d *readDeadline) set(conn net.Conn, at time.Time) bool {
+	if at.Equal(d.at) {
+		return false
+	}
+	conn.SetReadDeadline(at)
+	d.at = at
+	return true
+}
+
+// extend sets the deadline to at, unless the one set is at most a
+// sixteenth of timeout (and at most a second) earlier: a timeout of 90 s
+// then ends between 89 and 90 s of waiting.
+func (d *readDeadline) extend(conn net.Conn, at time.Time, timeout time.Duration) bool {
+	if early := at.Sub(d.at); !d.at.IsZero() && early >= 0 && early <= min(timeout/16, time.Second) {
+		return false
+	}
+	return d.set(conn, at)
+}
