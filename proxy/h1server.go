@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/textproto"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -807,7 +808,7 @@ func writeField(bw *bufio.Writer, k string, vv []string) {
 	}
 	for _, v := range vv {
 		if needsCleaning(v) {
-			v = strings.TrimSpace(strings.NewReplacer("\r", " ", "\n", " ").Replace(v))
+			v = textproto.TrimString(strings.NewReplacer("\r", " ", "\n", " ").Replace(v))
 		}
 		line := bw.AvailableBuffer()
 		line = append(line, k...)

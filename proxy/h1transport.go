@@ -23,8 +23,9 @@ import (
 // caller's, and the connection's read and write loops); for a sidecar that
 // forwards small requests to one host that hand-off was the largest cost
 // after syscalls. Here the handler's goroutine writes the request and reads
-// the response itself, with net/http's own writer and parser
-// (Request.Write, http.ReadResponse), so the wire format is the standard
+// the response itself, with net/http's own parser (http.ReadResponse) and
+// its writer (Request.Write) for anything but the plain requests that
+// writeRequest writes as it would, so the wire format is the standard
 // library's. Use NewTransport instead for HTTP/2.
 type H1Transport struct {
 	addr, host string
@@ -150,7 +151,7 @@ func (t *H1Transport) exchange(ctx context.Context, pc *h1conn, req *http.Reques
 		w.release()
 		return nil, err
 	}
-	if err := req.Write(pc.bw); err != nil {
+	if err := writeRequest(pc.bw, req); err != nil {
 		return fail(err)
 	}
 	if err := pc.bw.Flush(); err != nil {
