@@ -4,23 +4,26 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 // sameAsRequestWrite checks that writeRequest writes what req.Write does,
 // header lines in any order but a header's values in theirs, or fails as
-// it does.
-func sameAsRequestWrite(t *testing.T, req *http.Request) {
+// it does. newReq makes the request afresh for each, as a body is read.
+func sameAsRequestWrite(t *testing.T, newReq func() *http.Request) {
 	t.Helper()
 	var want, got bytes.Buffer
-	wantErr := req.Write(&want)
+	wantErr := newReq().Write(&want)
 	bw := bufio.NewWriter(&got)
-	gotErr := writeRequest(bw, req)
+	gotErr := writeRequest(bw, newReq())
 	bw.Flush()
 	if (wantErr == nil) != (gotErr == nil) {
 		t.Fatalf("writeRequest error %v, Request.Write error %v", gotErr, wantErr)
@@ -30,6 +33,19 @@ func sameAsRequestWrite(t *testing.T, req *http.Request) {
 	}
 	if g, w := normalizeHead(got.String()), normalizeHead(want.String()); g != w {
 		t.Errorf("writeRequest wrote\n%q\nRequest.Write wrote\n%q", g, w)
+	}
+}
+
+// withBody makes req with a body that is not in memory as far as
+// Request.Write can tell (so it flushes the head first), of length n.
+func withBody(req *http.Request, body io.Reader, n int64) func() *http.Request {
+	return func() *http.Request {
+		r := *req
+		if s, ok := body.(*strings.Reader); ok {
+			s.Seek(0, io.SeekStart) // each writer reads it from the start
+		}
+		r.Body, r.ContentLength = io.NopCloser(struct{ io.Reader }{body}), n
+		return &r
 	}
 }
 
@@ -66,39 +82,60 @@ func TestWriteRequestWritesWhatRequestWriteDoes(t *testing.T) {
 	tests := []struct {
 		name string
 		req  *http.Request
+		make func() *http.Request // instead of req, for a request with a body
 	}{
-		{"GET", newOutbound("GET", "https://api.example/v3/customers?page=2", hdr("Accept", "application/json", "X-Request-Id", "req-1"))},
-		{"empty method is GET", newOutbound("", "https://api.example/v3", nil)},
-		{"HEAD", newOutbound("HEAD", "https://api.example/v3", hdr("Accept", "*/*"))},
-		{"DELETE has no length", newOutbound("DELETE", "https://api.example/v3/x", hdr("Accept", "*/*"))},
-		{"POST without a body", newOutbound("POST", "https://api.example/v3/x", hdr("Idempotency-Key", "k1"))},
-		{"no User-Agent key: Go's", newOutbound("GET", "https://api.example/", hdr("Accept", "*/*"))},
-		{"empty User-Agent: none", newOutbound("GET", "https://api.example/", hdr("User-Agent", ""))},
-		{"the first User-Agent only", newOutbound("GET", "https://api.example/", hdr("User-Agent", "app/1", "User-Agent", "app/2"))},
-		{"values in order", newOutbound("GET", "https://api.example/", hdr("Accept", "a", "Accept", "b", "Accept", "c"))},
-		{"CR and LF in values", newOutbound("GET", "https://api.example/", hdr("X-A", "one\r\nX-Evil: 1", "X-B", "  padded\t", "User-Agent", " ua\n"))},
-		{"only spaces and tabs trimmed", newOutbound("GET", "https://api.example/", hdr("X-V", " \vv\f\t"))},
-		{"invalid names dropped", newOutbound("GET", "https://api.example/", hdr("Bad Name", "v", "X:Y", "v", "Good", "v"))},
-		{"framing headers are the request's", newOutbound("GET", "https://api.example/", hdr("Content-Length", "9", "Transfer-Encoding", "chunked", "Trailer", "X", "Host", "evil.example"))},
-		{"escaped path", newOutbound("GET", "https://api.example/a%2Fb/c%20d?q=%41", nil)},
-		{"empty path", newOutbound("GET", "https://api.example", nil)},
-		{"forced empty query", newOutbound("GET", "https://api.example/x?", nil)},
-		{"IPv6 host and port", newOutbound("GET", "https://[::1]:8443/x", nil)},
+		{"GET", newOutbound("GET", "https://api.example/v3/customers?page=2", hdr("Accept", "application/json", "X-Request-Id", "req-1")), nil},
+		{"empty method is GET", newOutbound("", "https://api.example/v3", nil), nil},
+		{"HEAD", newOutbound("HEAD", "https://api.example/v3", hdr("Accept", "*/*")), nil},
+		{"DELETE has no length", newOutbound("DELETE", "https://api.example/v3/x", hdr("Accept", "*/*")), nil},
+		{"POST without a body", newOutbound("POST", "https://api.example/v3/x", hdr("Idempotency-Key", "k1")), nil},
+		{"no User-Agent key: Go's", newOutbound("GET", "https://api.example/", hdr("Accept", "*/*")), nil},
+		{"empty User-Agent: none", newOutbound("GET", "https://api.example/", hdr("User-Agent", "")), nil},
+		{"the first User-Agent only", newOutbound("GET", "https://api.example/", hdr("User-Agent", "app/1", "User-Agent", "app/2")), nil},
+		{"values in order", newOutbound("GET", "https://api.example/", hdr("Accept", "a", "Accept", "b", "Accept", "c")), nil},
+		{"CR and LF in values", newOutbound("GET", "https://api.example/", hdr("X-A", "one\r\nX-Evil: 1", "X-B", "  padded\t", "User-Agent", " ua\n")), nil},
+		{"only spaces and tabs trimmed", newOutbound("GET", "https://api.example/", hdr("X-V", " \vv\f\t")), nil},
+		{"invalid names dropped", newOutbound("GET", "https://api.example/", hdr("Bad Name", "v", "X:Y", "v", "Good", "v")), nil},
+		{"framing headers are the request's", newOutbound("GET", "https://api.example/", hdr("Content-Length", "9", "Transfer-Encoding", "chunked", "Trailer", "X", "Host", "evil.example")), nil},
+		{"escaped path", newOutbound("GET", "https://api.example/a%2Fb/c%20d?q=%41", nil), nil},
+		{"empty path", newOutbound("GET", "https://api.example", nil), nil},
+		{"forced empty query", newOutbound("GET", "https://api.example/x?", nil), nil},
+		{"IPv6 host and port", newOutbound("GET", "https://[::1]:8443/x", nil), nil},
 		// What req.Write is left with.
-		{"zone in the host", newOutbound("GET", "https://[fe80::1%25eth0]:8443/x", nil)},
-		{"non-ASCII host", newOutbound("GET", "https://bücher.example/x", nil)},
-		{"CONNECT", newOutbound("CONNECT", "https://api.example", nil)},
-		{"opaque URL", newOutbound("GET", "https:opaque", nil)},
-		{"invalid method", newOutbound("GET /x HTTP/1.1\r\nX:", "https://api.example/", nil)},
-		{"control byte in the query", &http.Request{Method: "GET", URL: &url.URL{Scheme: "https", Host: "api.example", Path: "/", RawQuery: "a\r\nb"}, Header: http.Header{}}},
+		{"zone in the host", newOutbound("GET", "https://[fe80::1%25eth0]:8443/x", nil), nil},
+		{"non-ASCII host", newOutbound("GET", "https://bücher.example/x", nil), nil},
+		{"CONNECT", newOutbound("CONNECT", "https://api.example", nil), nil},
+		{"opaque URL", newOutbound("GET", "https:opaque", nil), nil},
+		{"invalid method", newOutbound("GET /x HTTP/1.1\r\nX:", "https://api.example/", nil), nil},
+		{"control byte in the query", &http.Request{Method: "GET", URL: &url.URL{Scheme: "https", Host: "api.example", Path: "/", RawQuery: "a\r\nb"}, Header: http.Header{}}, nil},
 		{"NoBody is no body", func() *http.Request {
 			r := newOutbound("POST", "https://api.example/x", hdr("Content-Type", "application/json"))
 			r.Body, r.ContentLength = http.NoBody, 0
 			return r
-		}()},
+		}(), nil},
+		{"POST with a body", nil, withBody(newOutbound("POST", "https://api.example/payments", hdr("Content-Type", "application/json")), strings.NewReader(`{"amount":100}`), 14)},
+		{"GET with a body", nil, withBody(newOutbound("GET", "https://api.example/x", nil), strings.NewReader("abc"), 3)},
+		{"body larger than the buffer", nil, withBody(newOutbound("PUT", "https://api.example/x", nil), strings.NewReader(strings.Repeat("x", 100<<10)), 100<<10)},
+		{"body shorter than its length", nil, withBody(newOutbound("POST", "https://api.example/x", nil), strings.NewReader("abc"), 4)},
+		{"body longer than its length", nil, withBody(newOutbound("POST", "https://api.example/x", nil), strings.NewReader("abcde"), 4)},
+		{"body failing", nil, func() *http.Request {
+			r := newOutbound("POST", "https://api.example/x", nil)
+			failing := io.MultiReader(strings.NewReader(`{"a"`), iotest.ErrReader(errors.New("app gone")))
+			r.Body, r.ContentLength = io.NopCloser(failing), 10
+			return r
+		}},
+		// What req.Write is left with: a body of unknown length.
+		{"chunked", nil, withBody(newOutbound("POST", "https://api.example/x", nil), strings.NewReader("abc"), -1)},
+		{"zero length, body to probe", nil, withBody(newOutbound("POST", "https://api.example/x", nil), strings.NewReader("abc"), 0)},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) { sameAsRequestWrite(t, tt.req) })
+		t.Run(tt.name, func(t *testing.T) {
+			make := tt.make
+			if make == nil {
+				make = func() *http.Request { return tt.req }
+			}
+			sameAsRequestWrite(t, make)
+		})
 	}
 }
 
@@ -130,16 +167,49 @@ func TestWriteRequestLeavesTheUnusualToRequestWrite(t *testing.T) {
 	}
 }
 
+type closeRecorder struct {
+	io.Reader
+	closed bool
+}
+
+func (c *closeRecorder) Close() error {
+	c.closed = true
+	return nil
+}
+
+// Request.Write closes the body whatever happens; a RoundTripper must.
+func TestWriteRequestClosesTheBody(t *testing.T) {
+	for _, tc := range []struct {
+		body string
+		n    int64
+	}{{"abc", 3}, {"abc", 4}, {"abcd", 3}} {
+		body := &closeRecorder{Reader: strings.NewReader(tc.body)}
+		req := newOutbound("POST", "https://api.example/x", nil)
+		req.Body, req.ContentLength = body, tc.n
+		writeRequest(bufio.NewWriter(io.Discard), req)
+		if !body.closed {
+			t.Errorf("body %q with ContentLength %d: not closed", tc.body, tc.n)
+		}
+	}
+}
+
 func FuzzWriteRequest(f *testing.F) {
-	f.Add("GET", "/v3/customers", "", "page=2", "Accept", "application/json", "app/1")
-	f.Add("DELETE", "/a/b", "/a%2Fb", "", "X-Key", " v\r\n", "")
-	f.Add("", "", "", "q", "Bad Name", "v", " ua ")
-	f.Fuzz(func(t *testing.T, method, path, rawPath, rawQuery, key, value, ua string) {
+	f.Add("GET", "/v3/customers", "", "page=2", "Accept", "application/json", "app/1", "", int8(0))
+	f.Add("DELETE", "/a/b", "/a%2Fb", "", "X-Key", " v\r\n", "", "", int8(0))
+	f.Add("", "", "", "q", "Bad Name", "v", " ua ", "", int8(0))
+	f.Add("POST", "/payments", "", "", "Content-Type", "application/json", "-", `{"amount":1}`, int8(0))
+	f.Add("PUT", "/x", "", "", "Content-Length", "1", "-", "ab", int8(-1))
+	f.Fuzz(func(t *testing.T, method, path, rawPath, rawQuery, key, value, ua, body string, lengthOff int8) {
 		u := &url.URL{Scheme: "https", Host: "api.example", Path: path, RawPath: rawPath, RawQuery: rawQuery}
 		h := http.Header{key: {value, value + "2"}}
 		if ua != "-" {
 			h["User-Agent"] = []string{ua}
 		}
-		sameAsRequestWrite(t, &http.Request{Method: method, URL: u, Header: h})
+		req := &http.Request{Method: method, URL: u, Header: h}
+		if body == "" && lengthOff == 0 {
+			sameAsRequestWrite(t, func() *http.Request { return req })
+			return
+		}
+		sameAsRequestWrite(t, withBody(req, strings.NewReader(body), int64(len(body))+int64(lengthOff)))
 	})
 }
