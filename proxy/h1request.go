@@ -88,10 +88,18 @@ func writeRequest(bw *bufio.Writer, req *http.Request) error {
 }
 
 // writeBody copies a body of n bytes after the head, checked and closed as
-// Request.Write does. Unlike Request.Write it does not flush the head
-// first when the body is not in memory: a small POST goes upstream in one
-// TLS record and one system call, not two.
+// Request.Write does. Request.Write sends the head on its own first unless
+// the body is in memory, so that the upstream has it while the app is
+// still sending; here the same holds, but an app's body that has already
+// arrived with its headers (every small POST) counts as in memory: head
+// and body go upstream in one TLS record and one system call, not two.
 func writeBody(bw *bufio.Writer, body io.ReadCloser, n int64) error {
+	if b, ok := body.(bufferedBody); !ok || b.buffered() < n {
+		if err := bw.Flush(); err != nil {
+			body.Close()
+			return err
+		}
+	}
 	copied, err := bw.ReadFrom(&io.LimitedReader{R: body, N: n})
 	if err == nil {
 		// Read on to the end: a body longer than announced is an error, and
@@ -111,6 +119,10 @@ func writeBody(bw *bufio.Writer, body io.ReadCloser, n int64) error {
 	}
 	return nil
 }
+
+// bufferedBody is a request body that knows how many of its bytes can be
+// read without waiting for the app.
+type bufferedBody interface{ buffered() int64 }
 
 // plainRequest reports whether req is one writeRequest writes itself.
 func plainRequest(req *http.Request) bool {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
@@ -212,4 +213,38 @@ func FuzzWriteRequest(f *testing.F) {
 		}
 		sameAsRequestWrite(t, withBody(req, strings.NewReader(body), int64(len(body))+int64(lengthOff)))
 	})
+}
+
+// writeBody sends the head with the body only if H1Server's body says the
+// body has arrived.
+func TestH1ServerBodyTellsWhatHasArrived(t *testing.T) {
+	got := make(chan int64, 1)
+	srv := &H1Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Body.(bufferedBody).buffered()
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	for _, tc := range []struct {
+		name, request string
+		want          int64
+	}{
+		{"arrived", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", 5},
+		{"half arrived", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello", 5},
+		{"waiting for 100 Continue", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n", 0},
+		{"chunked", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 0},
+	} {
+		app, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(app, tc.request) // one write: it arrives in one piece
+		if n := <-got; n != tc.want {
+			t.Errorf("%s: buffered %d, want %d", tc.name, n, tc.want)
+		}
+		app.Close()
+	}
 }

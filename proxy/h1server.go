@@ -564,6 +564,18 @@ func (b *serverBody) Read(p []byte) (int, error) {
 
 // Close makes later reads fail; what was not read stays unread, and the
 // connection closes after the answer.
+// buffered reports how much of the body has arrived and waits in the
+// connection's buffer. A chunked body (its framing is in the way) reports
+// none.
+func (b *serverBody) buffered() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || b.length < 0 {
+		return 0
+	}
+	return min(int64(b.c.br.Buffered()), b.length-b.read)
+}
+
 func (b *serverBody) Close() error {
 	b.mu.Lock()
 	b.closed = true

@@ -354,3 +354,76 @@ func TestH1CancellationDuringTheWriteIsNotLost(t *testing.T) {
 		t.Fatal("the cancellation was lost: the request waits for the response header timeout")
 	}
 }
+
+// An app that sends its body slowly must not hold the request's head back:
+// the upstream has it while the rest comes (and may start on it, or stop
+// a timer for headers), as with Request.Write.
+func TestH1SendsTheHeadBeforeABodyStillComing(t *testing.T) {
+	entered := make(chan struct{})
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		io.Copy(io.Discard, r.Body)
+	})
+	_, client := h1For(t, srv)
+	body, app := io.Pipe()
+	defer app.Close()
+	done := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(t.Context(), "POST", srv.URL+"/charges", body)
+		req.ContentLength = 6
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	app.Write([]byte("abc"))
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream has not got the request's head while its body is still coming")
+	}
+	app.Write([]byte("def"))
+	app.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// arrivedBody is a body that has all arrived, as H1Server's says of a
+// small POST that came with its headers.
+type arrivedBody struct{ *strings.Reader }
+
+func (b arrivedBody) Close() error    { return nil }
+func (b arrivedBody) buffered() int64 { return int64(b.Len()) }
+
+type countingWriter struct{ writes int }
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.writes++
+	return len(p), nil
+}
+
+func TestWriteRequestSendsAnArrivedBodyWithTheHead(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		body   io.ReadCloser
+		writes int
+	}{
+		{"arrived", arrivedBody{strings.NewReader(`{"amount":1}`)}, 1},
+		{"arrived, kept for a replay", &requestBody{body: arrivedBody{strings.NewReader(`{"amount":1}`)}, max: 1 << 20}, 1},
+		{"still coming", io.NopCloser(struct{ io.Reader }{strings.NewReader(`{"amount":1}`)}), 2},
+	} {
+		w := &countingWriter{}
+		bw := bufio.NewWriter(w)
+		req, _ := http.NewRequest("POST", "https://api.example/charges", tc.body)
+		req.ContentLength = 12
+		if err := writeRequest(bw, req); err != nil {
+			t.Fatal(err)
+		}
+		bw.Flush()
+		if w.writes != tc.writes {
+			t.Errorf("%s body: %d writes, want %d", tc.name, w.writes, tc.writes)
+		}
+	}
+}

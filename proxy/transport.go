@@ -235,6 +235,15 @@ func (b *requestBody) readError() error {
 	return b.err
 }
 
+// buffered passes on what the app's body says has arrived (H1Server's
+// does), so that H1Transport can send a small body with the head.
+func (b *requestBody) buffered() int64 {
+	if bb, ok := b.body.(bufferedBody); ok {
+		return bb.buffered()
+	}
+	return 0
+}
+
 // Close leaves the app's body open: the server closes it once the handler
 // returns. Closing it earlier, as a transport does when it gives up, would
 // make the server read the rest of it, and a client waiting for
