@@ -562,8 +562,6 @@ func (b *serverBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close makes later reads fail; what was not read stays unread, and the
-// connection closes after the answer.
 // buffered reports how much of the body has arrived and waits in the
 // connection's buffer. A chunked body (its framing is in the way) reports
 // none.
@@ -576,6 +574,8 @@ func (b *serverBody) buffered() int64 {
 	return min(int64(b.c.br.Buffered()), b.length-b.read)
 }
 
+// Close makes later reads fail; what was not read stays unread, and the
+// connection closes after the answer.
 func (b *serverBody) Close() error {
 	b.mu.Lock()
 	b.closed = true

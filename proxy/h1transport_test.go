@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -412,6 +413,7 @@ func TestWriteRequestSendsAnArrivedBodyWithTheHead(t *testing.T) {
 	}{
 		{"arrived", arrivedBody{strings.NewReader(`{"amount":1}`)}, 1},
 		{"arrived, kept for a replay", &requestBody{body: arrivedBody{strings.NewReader(`{"amount":1}`)}, max: 1 << 20}, 1},
+		{"sent again after a 401", replayBody{bytes.NewReader([]byte(`{"amount":1}`))}, 1},
 		{"still coming", io.NopCloser(struct{ io.Reader }{strings.NewReader(`{"amount":1}`)}), 2},
 	} {
 		w := &countingWriter{}
@@ -427,3 +429,4 @@ func TestWriteRequestSendsAnArrivedBodyWithTheHead(t *testing.T) {
 		}
 	}
 }
+

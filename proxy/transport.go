@@ -174,8 +174,15 @@ func replayable(req *http.Request, body *requestBody) (io.ReadCloser, bool) {
 	if !ok {
 		return nil, false
 	}
-	return io.NopCloser(bytes.NewReader(buf)), true
+	return replayBody{bytes.NewReader(buf)}, true
 }
+
+// replayBody is a kept request body on its way again. It is all in memory,
+// which H1Transport takes as leave to send it with the request's head.
+type replayBody struct{ *bytes.Reader }
+
+func (replayBody) Close() error      { return nil }
+func (b replayBody) buffered() int64 { return int64(b.Len()) }
 
 // discard reads a little of an unwanted body so that its connection can be
 // reused, then closes it.
