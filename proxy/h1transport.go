@@ -103,8 +103,9 @@ func (t *H1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("proxy: H1Transport for %s got a request for %s", t.host, req.URL.Host)
 	}
 	ctx := req.Context()
+	replayable := replayableRequest(req)
 	for attempt := 0; ; attempt++ {
-		pc, reused, err := t.conn(ctx)
+		pc, reused, err := t.conn(ctx, !replayable)
 		if err != nil {
 			closeBody(req)
 			return nil, err
@@ -114,7 +115,7 @@ func (t *H1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		pc.conn.Close()
-		if _, stale := errors.AsType[errNothingRead](err); stale && reused && attempt == 0 && replayableRequest(req) && ctx.Err() == nil {
+		if _, stale := errors.AsType[errNothingRead](err); stale && reused && attempt == 0 && replayable && ctx.Err() == nil {
 			continue
 		}
 		return nil, err
@@ -255,7 +256,10 @@ func (b *h1body) finish(complete bool) {
 	b.pc.conn.Close()
 }
 
-func (t *H1Transport) conn(ctx context.Context) (*h1conn, bool, error) {
+// conn returns a pooled connection, or a new one. check asks for a pooled
+// one to be checked however briefly it was idle: for a request that could
+// not be sent again if the server turned out to have closed it.
+func (t *H1Transport) conn(ctx context.Context, check bool) (*h1conn, bool, error) {
 	now := time.Now()
 	idleTimeout := orDefaultDuration(t.IdleTimeout, 90*time.Second)
 	for {
@@ -270,10 +274,12 @@ func (t *H1Transport) conn(ctx context.Context) (*h1conn, bool, error) {
 		t.idle = t.idle[:n-1]
 		t.mu.Unlock()
 		idle := now.Sub(pc.idleSince)
-		// A connection used a moment ago is alive; one idle for a while may
-		// have been closed by the server, which a non-blocking peek tells
+		// A connection used a moment ago is alive, or an idempotent request
+		// finds out at no cost and is sent again; one idle for a while may
+		// have been closed by the server (so may any, when the server drains
+		// its connections to shut down), which a non-blocking peek tells
 		// without a round trip.
-		if idle < idleTimeout && (idle < time.Second || pc.alive()) {
+		if idle < idleTimeout && (idle < time.Second && !check || pc.alive()) {
 			return pc, true, nil
 		}
 		pc.conn.Close()

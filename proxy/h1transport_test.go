@@ -430,3 +430,33 @@ func TestWriteRequestSendsAnArrivedBodyWithTheHead(t *testing.T) {
 	}
 }
 
+// A request with a body cannot be sent again once it went out on a
+// connection the server had closed, so its connection is checked first,
+// however briefly it was idle: a server shutting down closes its idle
+// connections at any moment.
+func TestH1ChecksTheConnectionOfARequestThatCannotBeSentAgain(t *testing.T) {
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "ok")
+	})
+	tr, client := h1For(t, srv)
+	if code, _ := fetch(t, client, "POST", srv.URL+"/charges", strings.NewReader(`{"amount":1}`)); code != 200 {
+		t.Fatalf("first POST: %d", code)
+	}
+	srv.CloseClientConnections()
+	tr.mu.Lock()
+	pooled := tr.idle[len(tr.idle)-1]
+	tr.mu.Unlock()
+	for give := time.Now().Add(10 * time.Second); pooled.alive(); {
+		if time.Now().After(give) {
+			t.Fatal("the pooled connection never showed the server's close")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if code, body := fetch(t, client, "POST", srv.URL+"/charges", strings.NewReader(`{"amount":2}`)); code != 200 || body != "ok" {
+		t.Errorf("POST after the server closed the pooled connection: %d %q", code, body)
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2 (a fresh one for the second POST)", n)
+	}
+}
