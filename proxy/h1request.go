@@ -22,7 +22,11 @@ import (
 // would need checking, a URL with a control byte (req.Write refuses it), a
 // client trace.
 func writeRequest(bw *bufio.Writer, req *http.Request) error {
-	if !plainRequest(req) {
+	host := req.Host
+	if host == "" && req.URL != nil {
+		host = req.URL.Host
+	}
+	if !plainRequest(req, host) {
 		return req.Write(bw)
 	}
 	path := req.URL.EscapedPath()
@@ -32,10 +36,6 @@ func writeRequest(bw *bufio.Writer, req *http.Request) error {
 	query := req.URL.ForceQuery || req.URL.RawQuery != ""
 	if hasCTL(path) || query && hasCTL(req.URL.RawQuery) {
 		return req.Write(bw)
-	}
-	host := req.Host
-	if host == "" {
-		host = req.URL.Host
 	}
 	method := req.Method
 	if method == "" {
@@ -63,7 +63,7 @@ func writeRequest(bw *bufio.Writer, req *http.Request) error {
 		writeField(bw, "User-Agent", ua[:1])
 	}
 	if req.ContentLength > 0 {
-		line := append(bw.AvailableBuffer(), "Content-Length: "...)
+		line = append(bw.AvailableBuffer(), "Content-Length: "...)
 		line = strconv.AppendInt(line, req.ContentLength, 10)
 		bw.Write(append(line, "\r\n"...))
 	} else {
@@ -124,8 +124,9 @@ func writeBody(bw *bufio.Writer, body io.ReadCloser, n int64) error {
 // read without waiting for the app.
 type bufferedBody interface{ buffered() int64 }
 
-// plainRequest reports whether req is one writeRequest writes itself.
-func plainRequest(req *http.Request) bool {
+// plainRequest reports whether req, for host, is one writeRequest writes
+// itself.
+func plainRequest(req *http.Request, host string) bool {
 	// A body with its length, or neither: Request.Write probes a body of
 	// zero length and refuses a length without a body.
 	hasBody := req.Body != nil && req.Body != http.NoBody
@@ -133,10 +134,6 @@ func plainRequest(req *http.Request) bool {
 		req.Close || len(req.TransferEncoding) > 0 || req.URL == nil || req.URL.Opaque != "" ||
 		req.Method == http.MethodConnect || !validFieldName(req.Method) && req.Method != "" {
 		return false
-	}
-	host := req.Host
-	if host == "" {
-		host = req.URL.Host
 	}
 	// Names, IPv4 and bracketed IPv6 addresses with a port: what needs no
 	// IDNA conversion, zone removal or validity check.

@@ -154,7 +154,7 @@ func TestWriteRequestLeavesTheUnusualToRequestWrite(t *testing.T) {
 	withTrace := newOutbound("GET", "https://api.example/x", http.Header{"Accept": {"*/*"}}).
 		WithContext(httptrace.WithClientTrace(context.Background(), trace))
 	for _, req := range []*http.Request{withBody, closing, withTrace} {
-		if plainRequest(req) {
+		if plainRequest(req, req.URL.Host) {
 			t.Errorf("%s %s (Close %v, ContentLength %d): plain, want it left to Request.Write", req.Method, req.URL, req.Close, req.ContentLength)
 		}
 	}

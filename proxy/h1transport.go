@@ -103,9 +103,9 @@ func (t *H1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("proxy: H1Transport for %s got a request for %s", t.host, req.URL.Host)
 	}
 	ctx := req.Context()
-	replayable := replayableRequest(req)
+	resendable := replayableRequest(req)
 	for attempt := 0; ; attempt++ {
-		pc, reused, err := t.conn(ctx, !replayable)
+		pc, reused, err := t.conn(ctx, !resendable)
 		if err != nil {
 			closeBody(req)
 			return nil, err
@@ -115,7 +115,7 @@ func (t *H1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		pc.conn.Close()
-		if _, stale := errors.AsType[errNothingRead](err); stale && reused && attempt == 0 && replayable && ctx.Err() == nil {
+		if _, stale := errors.AsType[errNothingRead](err); stale && reused && attempt == 0 && resendable && ctx.Err() == nil {
 			continue
 		}
 		return nil, err
