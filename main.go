@@ -113,6 +113,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		cfg.tokenURL = cfg.upstreamURL.String() + "/auth/token"
 	}
 
+	tunnels := proxy.NewTunnels(proxyLn.Addr())
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// The token endpoint is called once an hour: net/http's transport serves
@@ -149,18 +150,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxReplayBytes:  cfg.maxReplayBytes,
 		Logger:          log.Named("proxy"),
 		Registerer:      reg,
+		ListenAddr:      proxyLn.Addr().String(),
+		Tunnels:         tunnels,
 	})
 	if err != nil {
 		return err
 	}
 
 	var draining atomic.Bool
-	servers := []server{
-		newProxyServer(cfg.proxyServer, handler, log),
-		newServer(adminHandler(reg, cache.Ready, &draining), log),
+	// Shut down in this order: the proxy, then the tunnels it opened, while
+	// the admin listener and the demo's mock keep serving.
+	servers := []served{
+		{newProxyServer(cfg.proxyServer, handler, log), proxyLn},
+		{newProxyServer(cfg.proxyServer, handler.TunnelHandler(), log), tunnels},
+		{newServer(adminHandler(reg, cache.Ready, &draining), log), adminLn},
 	}
 	if opts.demo {
-		servers = append(servers, newServer(mockDinie(), log))
+		servers = append(servers, served{newServer(mockDinie(), log), mock})
 	}
 	log.Info("listening",
 		zap.String("version", version),
@@ -179,10 +185,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer stopCache()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return cache.Run(cacheCtx) })
-	for i, srv := range servers {
+	for _, s := range servers {
 		g.Go(func() error {
-			if err := srv.Serve(listeners[i]); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("serve %s: %w", listeners[i].Addr(), err)
+			if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serve %s: %w", s.ln.Addr(), err)
 			}
 			return nil
 		})
@@ -193,12 +199,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Info("shutting down", zap.Duration("timeout", cfg.shutdownTimeout))
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 		defer cancel()
-		// The proxy first: the mock and the admin listener keep serving
-		// while its requests drain.
-		for _, srv := range servers {
-			if err := srv.Shutdown(shutdownCtx); err != nil {
+		for _, s := range servers {
+			if err := s.srv.Shutdown(shutdownCtx); err != nil {
 				log.Warn("requests cut off at shutdown.timeout", zap.Error(err))
-				srv.Close()
+				s.srv.Close()
 			}
 		}
 		stopCache()
@@ -216,6 +220,12 @@ type server interface {
 	Serve(net.Listener) error
 	Shutdown(context.Context) error
 	Close() error
+}
+
+// served is a server and the listener it serves.
+type served struct {
+	srv server
+	ln  net.Listener
 }
 
 // newProxyServer is the server apps talk to, with the same bounds as

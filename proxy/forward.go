@@ -17,9 +17,9 @@ import (
 // clones, client trace and context wrapping, which were a quarter of the
 // instructions per request (bench/README.md). Protocol upgrades and 1xx
 // answers are not relayed: the Dinie API has neither.
-func (h *Handler) forward(x *exchange, in *http.Request, id string) {
+func (h *Handler) forward(x *exchange, in *http.Request, id string, rt routing) {
 	w := &x.rec
-	out := h.outbound(x, in, id)
+	out := h.outbound(x, in, id, rt)
 	resp, err := h.auth.send(out, w)
 	if err != nil {
 		h.proxyError(w, in, id, err)
@@ -57,13 +57,13 @@ func (h *Handler) forward(x *exchange, in *http.Request, id string) {
 // outbound is the request sent upstream: a shallow copy of in with the
 // upstream's URL and a new header map without the hop-by-hop headers and
 // the app's own credentials. The token is added by authTransport.
-func (h *Handler) outbound(x *exchange, in *http.Request, id string) *http.Request {
+func (h *Handler) outbound(x *exchange, in *http.Request, id string, rt routing) *http.Request {
 	out := &x.out
 	*out = *in // keeps in's context: the app going away cancels the request
 	u := &x.url
 	*u = *in.URL
 	u.Scheme, u.Host = h.upstream.Scheme, h.upstream.Host
-	if !in.URL.IsAbs() {
+	if rt == routeBaseURL {
 		u.Path, u.RawPath = upstreamPath(h.prefix, h.escapedPrefix, in.URL)
 	}
 	out.URL = u

@@ -35,8 +35,9 @@ import (
 // hangs up while its request waits is found by a shared watcher that peeks
 // at such connections a few times a second.
 //
-// It speaks HTTP/1.0 and 1.1 only (no h2c, no upgrades, no Hijack), which
-// is all an app talking to a local sidecar in plain HTTP uses.
+// It speaks HTTP/1.0 and 1.1 only (no h2c, no upgrades), which is all an
+// app talking to a local sidecar in plain HTTP uses. Hijack is there for
+// CONNECT tunnels.
 type H1Server struct {
 	Handler http.Handler
 	// ReadHeaderTimeout bounds the wait for a request's line and headers,
@@ -258,6 +259,10 @@ type serverConn struct {
 	// watched is set while a request is in the handler with nothing more
 	// to read from the app: only then can a peek tell a hang-up from data.
 	watched atomic.Bool
+	// hijacked says the handler took the connection over: it is no longer
+	// the server's to read, answer on or close. Set and read on the
+	// connection's goroutine.
+	hijacked bool
 	// wmu orders a 100 Continue, written by whoever first reads the body,
 	// with the answer's headers; taken only for requests that expect it.
 	wmu sync.Mutex
@@ -276,6 +281,9 @@ func (c *serverConn) serve() {
 			return
 		}
 		if !c.handle(req, ctx) || c.s.inShutdown.Load() {
+			if c.hijacked {
+				return
+			}
 			c.closeWriteAndWait()
 			return
 		}
@@ -324,7 +332,9 @@ func (c *serverConn) closeIfIdle() {
 }
 
 func (c *serverConn) close() {
-	c.rwc.Close()
+	if !c.hijacked {
+		c.rwc.Close()
+	}
 	s := c.s
 	s.mu.Lock()
 	delete(s.conns, c)
@@ -479,6 +489,9 @@ func (c *serverConn) handle(req *http.Request, ctx *requestContext) bool {
 	ok := c.runHandler(res, req)
 	c.current.Store(nil)
 	ctx.end()
+	if c.hijacked {
+		return false
+	}
 	if body != nil && !body.closeForReuse() {
 		res.closeAfter = true
 	}
@@ -647,7 +660,8 @@ type response struct {
 	headBytes      int64       // what a handler wrote in answer to HEAD
 	expectContinue bool
 	continueSent   bool
-	err            error // the first write error: the app is gone
+	reason         string // the status line's reason phrase, when not the standard one
+	err            error  // the first write error: the app is gone
 }
 
 func (r *response) reset(c *serverConn, req *http.Request) {
@@ -656,6 +670,29 @@ func (r *response) reset(c *serverConn, req *http.Request) {
 }
 
 func (r *response) Header() http.Header { return r.header }
+
+// WriteHeaderReason is WriteHeader with a reason phrase of the caller's
+// instead of the standard one, for answers whose status line is what a
+// person reads. CR and LF would end the line: they make it fall back.
+func (r *response) WriteHeaderReason(code int, reason string) {
+	if !r.wroteHeader && code >= 200 && !strings.ContainsAny(reason, "\r\n") {
+		r.reason = reason
+	}
+	r.WriteHeader(code)
+}
+
+// Hijack hands the connection to the handler, as net/http's Hijacker does:
+// what the app sent after the request is in the returned reader. Only
+// before the answer has begun.
+func (r *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if r.wroteHeader {
+		return nil, nil, errors.New("proxy: Hijack after the answer began")
+	}
+	c := r.c
+	c.hijacked = true
+	c.watched.Store(false)
+	return c.rwc, bufio.NewReadWriter(c.br, c.bw), nil
+}
 
 func (r *response) WriteHeader(code int) {
 	if r.wroteHeader {
@@ -762,7 +799,11 @@ func (r *response) commit(final bool) {
 	}
 
 	bw := r.c.bw
-	writeStatusLine(bw, r.status)
+	if r.reason != "" {
+		bw.WriteString("HTTP/1.1 " + strconv.Itoa(r.status) + " " + r.reason + "\r\n")
+	} else {
+		writeStatusLine(bw, r.status)
+	}
 	writeHeaderLines(bw, r.header, r.chunked)
 	if _, ok := r.header["Date"]; !ok {
 		line := time.Now().UTC().AppendFormat(append(bw.AvailableBuffer(), "Date: "...), http.TimeFormat)

@@ -132,7 +132,15 @@ func replayableRequest(req *http.Request) bool {
 	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
 		return true
 	}
-	return req.Header.Get("Idempotency-Key") != ""
+	return hasIdempotencyKey(req.Header)
+}
+
+// hasIdempotencyKey reports whether the request carries Dinie's idempotency
+// header (X-Idempotency-Key, as its SDKs send it) or the IETF draft's
+// (README, "Errors the proxy answers itself").
+func hasIdempotencyKey(h http.Header) bool {
+	return len(h["X-Idempotency-Key"]) > 0 && h["X-Idempotency-Key"][0] != "" ||
+		len(h["Idempotency-Key"]) > 0 && h["Idempotency-Key"][0] != ""
 }
 
 func closeBody(req *http.Request) {

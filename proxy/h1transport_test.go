@@ -177,6 +177,30 @@ func TestH1RetriesIdempotentRequestsOnAConnectionTheServerClosed(t *testing.T) {
 	}
 }
 
+// Dinie's SDKs send X-Idempotency-Key; the IETF draft says Idempotency-Key.
+// Either lets a request without a body go again on a fresh connection.
+func TestReplayableRequestKnowsBothIdempotencyHeaders(t *testing.T) {
+	for _, tt := range []struct {
+		method, key, value string
+		want               bool
+	}{
+		{"GET", "", "", true},
+		{"POST", "", "", false},
+		{"POST", "X-Idempotency-Key", "k1", true},
+		{"POST", "Idempotency-Key", "k1", true},
+		{"DELETE", "X-Idempotency-Key", "", false},
+	} {
+		req := httptest.NewRequest(tt.method, "http://api.example/v3/x", nil)
+		req.Body = nil
+		if tt.key != "" {
+			req.Header[tt.key] = []string{tt.value}
+		}
+		if got := replayableRequest(req); got != tt.want {
+			t.Errorf("%s with %s %q: replayable %v, want %v", tt.method, tt.key, tt.value, got, tt.want)
+		}
+	}
+}
+
 // A reused connection whose answer does not come within
 // ResponseHeaderTimeout was not closed while idle: the upstream has the
 // request, and it must not be sent again, even when it is idempotent.

@@ -35,16 +35,24 @@ type problem struct {
 }
 
 func writeProblem(w http.ResponseWriter, status int, code, detail string) {
-	h := w.Header()
-	h.Set("Content-Type", "application/problem+json")
-	h.Set("Cache-Control", "no-store")
+	setProblemHeaders(w.Header())
 	w.WriteHeader(status)
-	// An encoding error means the client is gone; there is no one to tell.
-	_ = json.NewEncoder(w).Encode(problem{
+	// A write error means the client is gone; there is no one to tell.
+	_, _ = w.Write(problemBody(status, code, detail))
+}
+
+func setProblemHeaders(h http.Header) {
+	h["Content-Type"] = []string{"application/problem+json"}
+	h["Cache-Control"] = []string{"no-store"}
+}
+
+func problemBody(status int, code, detail string) []byte {
+	b, _ := json.Marshal(problem{ // cannot fail: strings and an int
 		Type:   "urn:dinie-auth-proxy:problem:" + code,
 		Title:  http.StatusText(status),
 		Status: status,
 		Detail: detail,
 		Code:   code,
 	})
+	return append(b, '\n')
 }

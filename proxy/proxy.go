@@ -58,12 +58,24 @@ type Config struct {
 	// Registerer receives the request metrics. Nil means they are not
 	// registered.
 	Registerer prometheus.Registerer
+
+	// ListenAddr is the proxy's own listen address (host:port): an
+	// absolute-form request for it, or for localhost or a loopback address
+	// with its port, is a base-URL request. Empty means none is.
+	ListenAddr string
+
+	// Tunnels receives the CONNECT tunnels to the upstream's plain-HTTP
+	// port, for a server to serve with TunnelHandler. Nil means such a
+	// CONNECT is refused like one to the TLS port.
+	Tunnels *Tunnels
 }
 
 // Handler forwards requests to the upstream with the token injected. Create
 // it with New.
 type Handler struct {
 	upstream        *url.URL
+	router          *router
+	tunnels         *Tunnels
 	prefix          string // upstream path prefix, without a trailing slash
 	escapedPrefix   string
 	upstreamTimeout time.Duration
@@ -96,6 +108,8 @@ func New(cfg Config) (*Handler, error) {
 	}
 	h := &Handler{
 		upstream:        cfg.Upstream,
+		router:          newRouter(cfg.Upstream, cfg.ListenAddr),
+		tunnels:         cfg.Tunnels,
 		prefix:          strings.TrimSuffix(cfg.Upstream.Path, "/"),
 		escapedPrefix:   strings.TrimSuffix(cfg.Upstream.EscapedPath(), "/"),
 		upstreamTimeout: cfg.UpstreamTimeout,
@@ -179,13 +193,17 @@ type exchange struct {
 	header    http.Header
 }
 
-// ServeHTTP forwards r upstream, or answers with a problem when the request
-// cannot or must not be forwarded.
+// ServeHTTP forwards r upstream, or answers it itself: the app's token
+// requests, CONNECT tunnels, and problems when the request cannot or must
+// not be forwarded.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.serve(w, r, false) }
+
+// serve is ServeHTTP, for a request that came through a tunnel or not.
 //
 // It records the request metrics itself rather than through promhttp's
 // three wrappers: they cost six allocations and three ResponseWriter
 // wrappers per request, and the recorder below already knows the status.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, inTunnel bool) {
 	h.metrics.inFlight.Inc()
 	defer h.metrics.inFlight.Dec()
 	start := time.Now()
@@ -198,6 +216,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if id == "" {
 		id = newRequestID()
 	}
+	rt := routeBaseURL
 	// Deferred: a response that fails mid-body is aborted with a panic
 	// (http.ErrAbortHandler), and that request must be counted and logged
 	// too.
@@ -214,23 +233,36 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				zap.Duration("duration", elapsed),
 				zap.Int64("bytes", rec.bytes),
 				zap.String("request_id", id),
-				zap.Bool("retried_401", rec.retried))
+				zap.Bool("retried_401", rec.retried),
+				// Where a request that is not for the base URL went: the
+				// CONNECT target, or the host refused.
+				zap.String("host", hostField(rt, r)),
+				zap.Bool("tunnel", inTunnel))
 		}
 		if h.exchanges != nil {
 			x.reset()
 			h.exchanges.Put(x)
 		}
 	}()
-	switch route(r, h.upstream) {
-	case refuseConnect:
-		writeProblem(rec, http.StatusMethodNotAllowed, CodeConnectNotSupported,
-			"CONNECT tunnels TLS, which cannot carry an injected token: use the http scheme with HTTP_PROXY, or this proxy as the base URL")
-	case refuseHost:
-		writeProblem(rec, http.StatusForbidden, CodeHostNotAllowed,
-			fmt.Sprintf("this proxy only forwards to %s, not to %s", h.upstream.Hostname(), r.URL.Hostname()))
+	switch rt = h.router.route(r, inTunnel); rt {
+	case routeTokenRequest:
+		h.answerTokenRequest(rec)
+	case routePlainTunnel:
+		h.openTunnel(rec, r)
+	case refuseConnect, refuseHost:
+		h.refuse(rec, rt, r)
 	default:
-		h.forward(x, r, id)
+		h.forward(x, r, id, rt)
 	}
+}
+
+// hostField is the access log's host: empty for base-URL requests, whose
+// Host is the proxy's own.
+func hostField(rt routing, r *http.Request) string {
+	if rt == routeBaseURL {
+		return ""
+	}
+	return r.Host
 }
 
 // proxyError is the one place where a failure becomes the app's answer.
@@ -355,6 +387,7 @@ type metrics struct {
 	duration      *prometheus.HistogramVec
 	inFlight      prometheus.Gauge
 	retries       prometheus.Counter
+	tunnels       *prometheus.CounterVec
 	rateLimit     prometheus.Gauge
 	rateRemaining prometheus.Gauge
 	rateReset     prometheus.Gauge
@@ -417,6 +450,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "dinie_proxy_upstream_401_retries_total",
 			Help: "Requests sent again with a fresh token after the upstream answered 401.",
 		}),
+		tunnels: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dinie_proxy_tunnels_total",
+			Help: "CONNECT requests by result: plain (a tunnel to the upstream's HTTP port), refused.",
+		}, []string{"result"}),
 		rateLimit:     upstreamGauge("limit", "X-RateLimit-Limit"),
 		rateRemaining: upstreamGauge("remaining", "X-RateLimit-Remaining"),
 		rateReset:     upstreamGauge("reset_timestamp_seconds", "X-RateLimit-Reset, a Unix time"),
@@ -428,7 +465,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.retries, m.rateLimit, m.rateRemaining, m.rateReset} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.retries, m.tunnels, m.rateLimit, m.rateRemaining, m.rateReset} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("proxy: register metrics: %w", err)
 		}

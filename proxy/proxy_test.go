@@ -143,12 +143,19 @@ func newEnv(t testing.TB, tls bool, opts ...envOption) *env {
 		t.Fatal(err)
 	}
 	pcfg.Tokens = cache
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tunnels := proxy.NewTunnels(ln.Addr())
+	pcfg.ListenAddr, pcfg.Tunnels = ln.Addr().String(), tunnels
 	h, err := proxy.New(pcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.handler = h
-	e.proxy = serve(t, h, e.netServer)
+	e.proxy = serveOn(t, ln, h, e.netServer)
+	serveOn(t, tunnels, h.TunnelHandler(), e.netServer)
 	return e
 }
 
@@ -157,14 +164,21 @@ type served struct{ URL string }
 
 // serve starts h on a loopback port, behind H1Server or net/http's server.
 func serve(t testing.TB, h http.Handler, netServer bool) served {
-	if netServer {
-		srv := httptest.NewServer(h)
-		t.Cleanup(srv.Close)
-		return served{srv.URL}
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	return serveOn(t, ln, h, netServer)
+}
+
+func serveOn(t testing.TB, ln net.Listener, h http.Handler, netServer bool) served {
+	if netServer {
+		srv := httptest.NewUnstartedServer(h)
+		srv.Listener.Close()
+		srv.Listener = ln
+		srv.Start()
+		t.Cleanup(srv.Close)
+		return served{srv.URL}
 	}
 	srv := &proxy.H1Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
@@ -306,8 +320,24 @@ func TestCONNECTIsRefused(t *testing.T) { forEachSetup(t, testCONNECTIsRefused) 
 
 func testCONNECTIsRefused(t *testing.T, setup envOption) {
 	e := newEnv(t, false, setup)
-	resp, body := rawExchange(t, e, "CONNECT", "CONNECT api.dinie.com.br:443 HTTP/1.1\r\nHost: api.dinie.com.br:443\r\n\r\n")
+	host := strings.Split(strings.TrimPrefix(e.upstream.URL, "http://"), ":")[0]
+	// The upstream's TLS port: 405, and the status line says what to do.
+	resp, body := rawExchange(t, e, "CONNECT", "CONNECT "+host+":443 HTTP/1.1\r\nHost: "+host+":443\r\n\r\n")
 	assertProblem(t, resp, body, 405, proxy.CodeConnectNotSupported)
+	if want := "405 Use http:// with HTTP_PROXY, or the proxy as base URL"; resp.Status != want {
+		t.Errorf("status line %q, want %q", resp.Status, want)
+	}
+	// Any other host or port: 403, and no tunnel.
+	for _, target := range []string{"api.dinie.com.br:443", "evil.example:80", host + ":8443"} {
+		resp, body = rawExchange(t, e, "CONNECT", "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n")
+		assertProblem(t, resp, body, 403, proxy.CodeHostNotAllowed)
+		if !strings.HasPrefix(resp.Status, "403 Only "+host+" goes through this proxy") {
+			t.Errorf("CONNECT %s: status line %q does not say what to do", target, resp.Status)
+		}
+	}
+	if v := testkit.Value(t, e.reg, "dinie_proxy_tunnels_total", "result", "refused"); v != 4 {
+		t.Errorf("refused tunnels = %v, want 4", v)
+	}
 }
 
 // rawExchange sends a request written by hand, for what net/http's client

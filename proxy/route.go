@@ -1,34 +1,121 @@
 package proxy
 
 import (
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 )
 
 // routing is the decision taken for each inbound request before anything is
-// sent upstream (SPEC.md, "How applications reach it").
+// sent upstream (README, "Using it from an application").
 type routing int
 
 const (
-	routeBaseURL  routing = iota // origin-form: the app uses us as its base URL
-	routeAbsolute                // absolute-form for the upstream host: the app uses us as HTTP_PROXY
-	refuseConnect                // CONNECT: TLS could not carry an injected header
-	refuseHost                   // absolute-form for any other host: never an open relay
+	routeBaseURL      routing = iota // origin-form, or absolute-form for the proxy itself: the app uses us as its base URL
+	routeAbsolute                    // absolute-form for the upstream host: the app uses us as HTTP_PROXY
+	routeTokenRequest                // the app's own token request (a Dinie SDK's): answered here, never forwarded
+	routePlainTunnel                 // CONNECT to the upstream's plain-HTTP port: served inside like absolute-form
+	refuseConnect                    // CONNECT to the upstream's TLS port: TLS could not carry an injected header
+	refuseHost                       // any other host or port: never an open relay
 )
 
-// route classifies r. It is pure, so it is fuzzed on its own.
-func route(r *http.Request, upstream *url.URL) routing {
+// router holds what routing compares a request with, worked out once.
+type router struct {
+	upstream *url.URL
+	// plainPort and tlsPort are the CONNECT ports of the upstream host:
+	// upstream.url's own port for its scheme, the scheme's default for the
+	// other.
+	plainPort, tlsPort string
+	// selfHost and selfPort are the proxy's listen address; selfPort ""
+	// means it is not known and no absolute-form request is taken as ours.
+	selfHost, selfPort string
+	// tokenPaths are where the app's token requests go: Dinie's token path
+	// under the base URL's prefix and at the root.
+	tokenPaths [2]string
+}
+
+func newRouter(upstream *url.URL, listenAddr string) *router {
+	rt := &router{upstream: upstream, plainPort: "80", tlsPort: "443"}
+	port := upstream.Port()
+	if port == "" {
+		port = defaultPort(upstream.Scheme)
+	}
+	if upstream.Scheme == "http" {
+		rt.plainPort = port
+	} else {
+		rt.tlsPort = port
+	}
+	if host, port, err := net.SplitHostPort(listenAddr); err == nil {
+		rt.selfHost, rt.selfPort = host, port
+	}
+	prefix := strings.TrimSuffix(upstream.Path, "/")
+	rt.tokenPaths = [2]string{prefix + "/auth/token", "/auth/token"}
+	return rt
+}
+
+// route classifies r; inTunnel says r came through a CONNECT tunnel, where
+// only the upstream host is served. It is pure, so it is fuzzed on its own.
+func (rt *router) route(r *http.Request, inTunnel bool) routing {
 	if r.Method == http.MethodConnect {
+		if inTunnel {
+			return refuseConnect
+		}
+		return rt.connect(r.URL.Host)
+	}
+	var mode routing
+	switch {
+	case !r.URL.IsAbs():
+		mode = routeBaseURL
+	case sameHost(r.URL, rt.upstream):
+		mode = routeAbsolute
+	case !inTunnel && rt.isSelf(r.URL):
+		mode = routeBaseURL
+	default:
+		return refuseHost
+	}
+	if r.Method == http.MethodPost && (r.URL.Path == rt.tokenPaths[0] || r.URL.Path == rt.tokenPaths[1]) {
+		return routeTokenRequest
+	}
+	return mode
+}
+
+// connect classifies a CONNECT to authority (host:port).
+func (rt *router) connect(authority string) routing {
+	host, port, err := net.SplitHostPort(authority)
+	if err != nil || !strings.EqualFold(host, rt.upstream.Hostname()) {
+		return refuseHost
+	}
+	switch port {
+	case rt.plainPort:
+		return routePlainTunnel
+	case rt.tlsPort:
 		return refuseConnect
 	}
-	if !r.URL.IsAbs() {
-		return routeBaseURL
-	}
-	if sameHost(r.URL, upstream) {
-		return routeAbsolute
-	}
 	return refuseHost
+}
+
+// isSelf reports whether an absolute-form target names the proxy itself: an
+// app whose NO_PROXY lacks the proxy's address sends its base-URL requests
+// in absolute form. The name may be the listen host, localhost or any
+// loopback address, with the listen port.
+func (rt *router) isSelf(target *url.URL) bool {
+	if rt.selfPort == "" || target.User != nil {
+		return false
+	}
+	port := target.Port()
+	if port == "" {
+		port = defaultPort(target.Scheme)
+	}
+	if port != rt.selfPort {
+		return false
+	}
+	host := target.Hostname()
+	if strings.EqualFold(host, rt.selfHost) || strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // sameHost reports whether the absolute-form target names the upstream: the

@@ -9,26 +9,79 @@ import (
 
 func TestRoute(t *testing.T) {
 	upstream, _ := url.Parse("https://api.dinie.com.br/api/v3")
+	rt := newRouter(upstream, "127.0.0.1:8080")
 	tests := []struct {
 		method, target string
+		inTunnel       bool
 		want           routing
 	}{
-		{"GET", "/customers", routeBaseURL},
-		{"GET", "http://api.dinie.com.br/api/v3/customers", routeAbsolute},
-		{"GET", "http://API.Dinie.com.br/api/v3/customers", routeAbsolute},
-		{"GET", "http://api.dinie.com.br:80/api/v3/customers", routeAbsolute},
-		{"GET", "http://api.dinie.com.br:443/api/v3/customers", routeAbsolute},
-		{"GET", "https://api.dinie.com.br:443/api/v3/customers", routeAbsolute},
-		{"GET", "http://api.dinie.com.br:8443/api/v3/customers", refuseHost},
-		{"GET", "http://api.dinie.com.br.evil.example/api/v3", refuseHost},
-		{"GET", "http://evil.example/api/v3/customers", refuseHost},
-		{"GET", "http://user:pw@api.dinie.com.br/api/v3", refuseHost},
-		{"CONNECT", "api.dinie.com.br:443", refuseConnect},
+		{"GET", "/customers", false, routeBaseURL},
+		{"GET", "http://api.dinie.com.br/api/v3/customers", false, routeAbsolute},
+		{"GET", "http://API.Dinie.com.br/api/v3/customers", false, routeAbsolute},
+		{"GET", "http://api.dinie.com.br:80/api/v3/customers", false, routeAbsolute},
+		{"GET", "http://api.dinie.com.br:443/api/v3/customers", false, routeAbsolute},
+		{"GET", "https://api.dinie.com.br:443/api/v3/customers", false, routeAbsolute},
+		{"GET", "http://api.dinie.com.br:8443/api/v3/customers", false, refuseHost},
+		{"GET", "http://api.dinie.com.br.evil.example/api/v3", false, refuseHost},
+		{"GET", "http://evil.example/api/v3/customers", false, refuseHost},
+		{"GET", "http://user:pw@api.dinie.com.br/api/v3", false, refuseHost},
+
+		// The proxy itself in absolute form: an app whose NO_PROXY lacks it.
+		{"GET", "http://127.0.0.1:8080/customers", false, routeBaseURL},
+		{"GET", "http://localhost:8080/customers", false, routeBaseURL},
+		{"GET", "http://127.0.0.2:8080/customers", false, routeBaseURL},
+		{"GET", "http://[::1]:8080/customers", false, routeBaseURL},
+		{"GET", "http://127.0.0.1:8081/customers", false, refuseHost},
+		{"GET", "http://127.0.0.1/customers", false, refuseHost},
+		{"GET", "http://10.1.2.3:8080/customers", false, refuseHost},
+		{"GET", "http://user:pw@127.0.0.1:8080/customers", false, refuseHost},
+		{"GET", "http://127.0.0.1:8080/customers", true, refuseHost},
+
+		// The app's own token requests, wherever it sends them.
+		{"POST", "/auth/token", false, routeTokenRequest},
+		{"POST", "/api/v3/auth/token", false, routeTokenRequest},
+		{"POST", "http://api.dinie.com.br/api/v3/auth/token", false, routeTokenRequest},
+		{"POST", "http://api.dinie.com.br/auth/token", true, routeTokenRequest},
+		{"POST", "http://localhost:8080/auth/token", false, routeTokenRequest},
+		{"POST", "http://evil.example/auth/token", false, refuseHost},
+		{"GET", "/auth/token", false, routeBaseURL},
+		{"POST", "/auth/tokens", false, routeBaseURL},
+		{"POST", "/v3/auth/token", false, routeBaseURL},
+
+		// CONNECT: a plain tunnel to the upstream's HTTP port only.
+		{"CONNECT", "api.dinie.com.br:80", false, routePlainTunnel},
+		{"CONNECT", "API.DINIE.COM.BR:80", false, routePlainTunnel},
+		{"CONNECT", "api.dinie.com.br:443", false, refuseConnect},
+		{"CONNECT", "api.dinie.com.br:8080", false, refuseHost},
+		{"CONNECT", "api.dinie.com.br", false, refuseHost},
+		{"CONNECT", "evil.example:80", false, refuseHost},
+		{"CONNECT", "127.0.0.1:8080", false, refuseHost},
+		{"CONNECT", "api.dinie.com.br:80", true, refuseConnect},
 	}
 	for _, tt := range tests {
 		r := &http.Request{Method: tt.method, URL: mustParseRequestURI(t, tt.method, tt.target)}
-		if got := route(r, upstream); got != tt.want {
-			t.Errorf("route(%s %s) = %d, want %d", tt.method, tt.target, got, tt.want)
+		if got := rt.route(r, tt.inTunnel); got != tt.want {
+			t.Errorf("route(%s %s, tunnel %v) = %d, want %d", tt.method, tt.target, tt.inTunnel, got, tt.want)
+		}
+	}
+}
+
+func TestRouteTunnelPortsFollowTheUpstreamsScheme(t *testing.T) {
+	for _, tt := range []struct {
+		upstream, connect string
+		want              routing
+	}{
+		{"http://dinie.test:8081/api/v3", "dinie.test:8081", routePlainTunnel},
+		{"http://dinie.test:8081/api/v3", "dinie.test:80", refuseHost},
+		{"http://dinie.test:8081/api/v3", "dinie.test:443", refuseConnect},
+		{"https://dinie.test:8443/api/v3", "dinie.test:8443", refuseConnect},
+		{"https://dinie.test:8443/api/v3", "dinie.test:80", routePlainTunnel},
+		{"https://dinie.test:8443/api/v3", "dinie.test:443", refuseHost},
+	} {
+		up, _ := url.Parse(tt.upstream)
+		r := &http.Request{Method: "CONNECT", URL: &url.URL{Host: tt.connect}}
+		if got := newRouter(up, "").route(r, false); got != tt.want {
+			t.Errorf("upstream %s: CONNECT %s = %d, want %d", tt.upstream, tt.connect, got, tt.want)
 		}
 	}
 }
@@ -46,39 +99,54 @@ func mustParseRequestURI(t *testing.T, method, target string) *url.URL {
 
 // FuzzRoute checks the one property that matters most: the token only goes
 // to the upstream. Whatever the request target, an absolute-form request is
-// forwarded only when its host is the upstream's.
+// forwarded as such only when its host is the upstream's, and a tunnel opens
+// only to the upstream host.
 func FuzzRoute(f *testing.F) {
 	for _, seed := range []string{
 		"/customers?limit=10", "http://api.dinie.com.br/api/v3/x", "http://api.dinie.com.br:80/x",
 		"http://evil.example/x", "http://api.dinie.com.br@evil.example/x", "http://[::1]:80/x",
 		"http://api.dinie.com.br%2eevil.example/x", "//api.dinie.com.br/x", "*",
+		"http://127.0.0.1:8080/x", "/auth/token",
 	} {
-		f.Add("GET", seed)
+		f.Add("GET", seed, false)
+		f.Add("POST", seed, true)
 	}
-	f.Add("CONNECT", "api.dinie.com.br:443")
+	f.Add("CONNECT", "api.dinie.com.br:443", false)
+	f.Add("CONNECT", "api.dinie.com.br:80", false)
 	upstream, _ := url.Parse("https://api.dinie.com.br/api/v3")
-	f.Fuzz(func(t *testing.T, method, target string) {
-		u, err := url.ParseRequestURI(target)
-		if err != nil {
-			return
+	rt := newRouter(upstream, "127.0.0.1:8080")
+	f.Fuzz(func(t *testing.T, method, target string, inTunnel bool) {
+		var u *url.URL
+		if method == http.MethodConnect {
+			u = &url.URL{Host: target}
+		} else {
+			var err error
+			if u, err = url.ParseRequestURI(target); err != nil {
+				return
+			}
 		}
 		r := &http.Request{Method: method, URL: u}
-		switch route(r, upstream) {
+		switch rt.route(r, inTunnel) {
 		case routeAbsolute:
 			if !strings.EqualFold(u.Hostname(), "api.dinie.com.br") || u.User != nil {
 				t.Errorf("forwarded %q to the upstream", target)
 			}
 		case routeBaseURL:
-			if u.IsAbs() {
+			if u.IsAbs() && (inTunnel || u.Port() != "8080") {
 				t.Errorf("treated absolute %q as base-URL", target)
 			}
 			path, _ := upstreamPath("/api/v3", "/api/v3", u)
 			if !strings.HasPrefix(path, "/api/v3") {
 				t.Errorf("path %q of %q escaped the prefix", path, target)
 			}
-		}
-		if method == http.MethodConnect && route(r, upstream) != refuseConnect {
-			t.Error("CONNECT not refused")
+		case routePlainTunnel:
+			if method != http.MethodConnect || inTunnel || !strings.EqualFold(target, "api.dinie.com.br:80") {
+				t.Errorf("opened a tunnel for %s %q", method, target)
+			}
+		case routeTokenRequest:
+			if method != http.MethodPost {
+				t.Errorf("answered %s %q as a token request", method, target)
+			}
 		}
 	})
 }

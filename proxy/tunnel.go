@@ -1,0 +1,197 @@
+package proxy
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Tunnels is a net.Listener whose connections are the insides of the CONNECT
+// tunnels that the Handler opens: a server serving it (with
+// Handler.TunnelHandler) sees each as if it had accepted it, so tunnels get
+// the same keep-alive, timeouts and graceful shutdown as any connection.
+//
+// Clients that tunnel plain HTTP (Node's undici ProxyAgent) send CONNECT
+// even for http:// URLs (README, "Using it from an application").
+type Tunnels struct {
+	addr      net.Addr
+	conns     chan net.Conn
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+// NewTunnels returns a Tunnels that reports addr, the proxy's own listen
+// address, as its address.
+func NewTunnels(addr net.Addr) *Tunnels {
+	return &Tunnels{addr: addr, conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+// Accept waits for the next tunnel.
+func (t *Tunnels) Accept() (net.Conn, error) {
+	select {
+	case c := <-t.conns:
+		return c, nil
+	case <-t.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close makes Accept fail and the Handler refuse new tunnels. Tunnels
+// already accepted are their server's to close.
+func (t *Tunnels) Close() error {
+	t.closeOnce.Do(func() { close(t.closed) })
+	return nil
+}
+
+// Addr is the proxy's listen address.
+func (t *Tunnels) Addr() net.Addr { return t.addr }
+
+// hand gives c to the server; false means the listener is closed and c is
+// the caller's to close.
+func (t *Tunnels) hand(c net.Conn) bool {
+	select {
+	case <-t.closed:
+		return false
+	default:
+	}
+	select {
+	case t.conns <- c:
+		return true
+	case <-t.closed:
+		return false
+	}
+}
+
+// TunnelHandler serves the requests inside tunnels: they are in origin form
+// with the upstream's Host, and are served exactly as absolute-form requests
+// for that host are; a request for another host is refused.
+func (h *Handler) TunnelHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodConnect && !r.URL.IsAbs() {
+			u := *r.URL
+			u.Scheme, u.Host = "http", r.Host
+			r2 := *r
+			r2.URL = &u
+			r = &r2
+		}
+		h.serve(w, r, true)
+	})
+}
+
+// openTunnel answers a CONNECT with 200 and hands the connection to the
+// tunnels' server.
+func (h *Handler) openTunnel(rec *recorder, r *http.Request) {
+	if h.tunnels == nil {
+		h.refuse(rec, refuseConnect, r)
+		return
+	}
+	conn, brw, err := http.NewResponseController(rec.ResponseWriter).Hijack()
+	if err != nil {
+		h.metrics.tunnels.WithLabelValues("refused").Inc()
+		writeProblem(rec, http.StatusInternalServerError, CodeConnectNotSupported,
+			"this server cannot open tunnels: "+err.Error())
+		return
+	}
+	// The outer server's deadlines were for reading a request's head; the
+	// tunnel's server sets its own.
+	conn.SetDeadline(time.Time{})
+	rec.code = http.StatusOK
+	brw.WriteString("HTTP/1.1 200 Connection established\r\n\r\n")
+	if err := brw.Flush(); err != nil {
+		conn.Close()
+		return
+	}
+	if n := brw.Reader.Buffered(); n > 0 {
+		// The client did not wait for our 200: what it sent already is the
+		// tunnel's first bytes.
+		early, _ := brw.Reader.Peek(n)
+		conn = &prereadConn{Conn: conn, r: io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn)}
+	}
+	if !h.tunnels.hand(conn) {
+		conn.Close() // shutting down
+		return
+	}
+	h.metrics.tunnels.WithLabelValues("plain").Inc()
+}
+
+// prereadConn is a connection with bytes already read from it in front.
+type prereadConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *prereadConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// StandInToken is what the proxy gives an app that asks for a token: a
+// fixed, non-secret string. The real token never leaves the proxy except
+// towards the upstream, and the stand-in, sent back as the app's
+// Authorization, is replaced like any other.
+const StandInToken = "dinie-auth-proxy-stand-in-token"
+
+// standInTokenBody is the token endpoint's answer to the app. An hour, as
+// Dinie's: a Dinie SDK refreshes five minutes before expiry, and would fail
+// on a token that lived less.
+var standInTokenBody = []byte(`{"access_token":"` + StandInToken + `","token_type":"bearer","expires_in":3600}` + "\n")
+
+// answerTokenRequest answers the app's own token request (a Dinie SDK's
+// first call) without forwarding it: whatever credentials the app sent, it
+// needs none (README, "With a Dinie SDK").
+func (h *Handler) answerTokenRequest(w http.ResponseWriter) {
+	hdr := w.Header()
+	hdr["Content-Type"] = []string{"application/json"}
+	hdr["Cache-Control"] = []string{"no-store"}
+	w.WriteHeader(http.StatusOK)
+	w.Write(standInTokenBody)
+}
+
+// reasonWriter is a ResponseWriter whose status line can carry a reason
+// phrase of the caller's: the refusals say what to do there, because
+// clients show the status line more often than the body.
+type reasonWriter interface {
+	WriteHeaderReason(code int, reason string)
+}
+
+// refuse answers a request that must not be forwarded.
+func (h *Handler) refuse(rec *recorder, why routing, r *http.Request) {
+	var status int
+	var code, reason, detail string
+	switch why {
+	case refuseConnect:
+		status, code = http.StatusMethodNotAllowed, CodeConnectNotSupported
+		reason = "Use http:// with HTTP_PROXY, or the proxy as base URL"
+		detail = "CONNECT to the upstream's TLS port tunnels TLS, which cannot carry an injected token: use the http scheme with HTTP_PROXY, or this proxy as the base URL"
+	default:
+		status, code = http.StatusForbidden, CodeHostNotAllowed
+		reason = "Only " + h.upstream.Hostname() + " goes through this proxy; add other hosts to NO_PROXY"
+		detail = "this proxy only forwards to " + h.upstream.Hostname() + ", not to " + r.Host
+	}
+	if r.Method == http.MethodConnect {
+		h.metrics.tunnels.WithLabelValues("refused").Inc()
+	}
+	body := problemBody(status, code, detail)
+	if rw, ok := rec.ResponseWriter.(reasonWriter); ok {
+		setProblemHeaders(rec.Header())
+		rec.code = status
+		rw.WriteHeaderReason(status, reason)
+		rec.Write(body)
+		return
+	}
+	if conn, brw, err := http.NewResponseController(rec.ResponseWriter).Hijack(); err == nil {
+		// net/http's server writes the standard phrase: the answer is
+		// written by hand instead, and the connection closes after it.
+		defer conn.Close()
+		fmt.Fprintf(brw, "HTTP/1.1 %d %s\r\nContent-Type: application/problem+json\r\nCache-Control: no-store\r\nConnection: close\r\nContent-Length: %d\r\n\r\n",
+			status, reason, len(body))
+		brw.Write(body)
+		brw.Flush()
+		rec.code, rec.bytes = status, int64(len(body))
+		return
+	}
+	setProblemHeaders(rec.Header())
+	rec.WriteHeader(status)
+	rec.Write(body)
+}
