@@ -54,6 +54,10 @@ func mockDinie() http.Handler {
 			"query":         r.URL.RawQuery,
 			"authorization": shorten(r.Header.Get("Authorization")),
 			"request_id":    r.Header.Get("X-Request-Id"),
+			// An empty page, so that a Dinie SDK's list calls work against the
+			// demo too.
+			"data":     []any{},
+			"has_more": false,
 		})
 	})
 	return mux

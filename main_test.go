@@ -476,11 +476,11 @@ func TestDemo(t *testing.T) {
 		t.Errorf("no curl line printed:\n%s", r.stdout.String())
 	}
 	code, body := httpGet(t, r.proxy+"/customers?limit=10")
-	var echo map[string]string
+	var echo struct{ Path, Authorization string }
 	if err := json.Unmarshal([]byte(body), &echo); err != nil || code != 200 {
 		t.Fatalf("demo answered %d: %v", code, err)
 	}
-	if echo["path"] != "/api/v3/customers" || !strings.HasPrefix(echo["authorization"], "Bearer demo_at_") || !strings.HasSuffix(echo["authorization"], "…") {
+	if echo.Path != "/api/v3/customers" || !strings.HasPrefix(echo.Authorization, "Bearer demo_at_") || !strings.HasSuffix(echo.Authorization, "…") {
 		t.Errorf("echo = %v, want the prefixed path and a shortened token", echo)
 	}
 }

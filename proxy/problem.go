@@ -5,17 +5,16 @@ import (
 	"net/http"
 )
 
-// The codes of the errors the proxy itself answers with (SPEC.md,
-// "Forwarding"). Dinie's own errors pass through untouched.
+// The codes of the errors the proxy itself answers with (README, "Errors
+// the proxy answers itself"). Dinie's own errors pass through untouched.
 const (
 	CodeHostNotAllowed      = "host_not_allowed"
 	CodeConnectNotSupported = "connect_not_supported"
 	CodeUpstreamUnreachable = "upstream_unreachable"
 	CodeTokenUnavailable    = "token_unavailable"
 	CodeUpstreamTimeout     = "upstream_timeout"
-	// CodeBadRequestBody is not in SPEC.md's table: the app's own request
-	// body failed to arrive (e.g. a broken chunked coding), which must not be
-	// blamed on the upstream.
+	// CodeBadRequestBody: the app's own request body failed to arrive (e.g.
+	// a broken chunked coding), which must not be blamed on the upstream.
 	CodeBadRequestBody = "bad_request_body"
 )
 

@@ -120,6 +120,7 @@ func TestClientMisbehaviour(t *testing.T) {
 		})
 
 		run("malformed requests", func(t *testing.T) {
+			upstreamAddr := strings.TrimPrefix(d.api.URL, "https://")
 			cases := []struct {
 				name, req string
 				want      int
@@ -135,7 +136,8 @@ func TestClientMisbehaviour(t *testing.T) {
 				{"two Content-Lengths", "POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400},
 				{"unknown transfer coding", "POST /ok HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501},
 				{"another host in absolute form", "GET http://evil.example/steal HTTP/1.1\r\nHost: evil.example\r\n\r\n", 403},
-				{"CONNECT", "CONNECT api.dinie.com.br:443 HTTP/1.1\r\nHost: api.dinie.com.br:443\r\n\r\n", 405},
+				{"CONNECT to the upstream's TLS port", "CONNECT " + upstreamAddr + " HTTP/1.1\r\nHost: " + upstreamAddr + "\r\n\r\n", 405},
+				{"CONNECT to another host", "CONNECT api.dinie.com.br:443 HTTP/1.1\r\nHost: api.dinie.com.br:443\r\n\r\n", 403},
 			}
 			got := map[string]string{}
 			for _, c := range cases {
