@@ -163,6 +163,12 @@ func testDinieSDKWorksUnchanged(t *testing.T, server string) {
 	if posts != 3 {
 		t.Errorf("%d creates reached the upstream, want 3 (one per mode)", posts)
 	}
+	// The app's credentials may be real secrets: never in the proxy's logs,
+	// debug level included.
+	logs := r.stderr.String()
+	if strings.Contains(logs, "fake-sdk-secret") || strings.Contains(logs, "ZmFrZS1zZGstY2xpZW50OmZha2Utc2RrLXNlY3JldA") {
+		t.Error("the proxy logged the app's credentials")
+	}
 	// The proxy's own fetches: one at start-up, and one per revocation that
 	// its replay met (three modes).
 	if n := d.fetches.Load(); n != 4 {

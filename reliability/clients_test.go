@@ -169,6 +169,7 @@ r = requests.get(sys.argv[1]); print(r.status_code); print(r.text)`
 		{"go net/http", "go", func(u string) []string { return []string{goClient, u} }},
 		{"node undici ProxyAgent", "node", func(u string) []string { return []string{"node", nodeScript, "proxyagent", u} }},
 		{"node undici EnvHttpProxyAgent", "node", func(u string) []string { return []string{"node", nodeScript, "envproxyagent", u} }},
+		{"node fetch with EnvHttpProxyAgent as global dispatcher", "node", func(u string) []string { return []string{"node", nodeScript, "globalfetch", u} }},
 	}
 	env := append(os.Environ(),
 		"HTTP_PROXY="+p.proxyURL, "http_proxy="+p.proxyURL,

@@ -1,7 +1,7 @@
 // One request through the proxy the way a Node app makes it, for
 // reliability/clients_test.go: prints the status, then the body.
-//   node client.mjs proxyagent|envproxyagent|fetch URL
-import { ProxyAgent, EnvHttpProxyAgent, fetch as undiciFetch } from 'undici';
+//   node client.mjs proxyagent|envproxyagent|globalfetch|fetch URL
+import { ProxyAgent, EnvHttpProxyAgent, fetch as undiciFetch, setGlobalDispatcher } from 'undici';
 
 const [mode, url] = process.argv.slice(2);
 let res;
@@ -25,6 +25,9 @@ function request(mode, url) {
       return undiciFetch(url, { dispatcher: new ProxyAgent(process.env.HTTP_PROXY) });
     case 'envproxyagent': // reads HTTP_PROXY / NO_PROXY like curl does
       return undiciFetch(url, { dispatcher: new EnvHttpProxyAgent() });
+    case 'globalfetch': // Node's own fetch, through the proxy the variables name
+      setGlobalDispatcher(new EnvHttpProxyAgent());
+      return fetch(url);
     case 'fetch': // Node's own fetch reads no proxy variable: base URL only
       return fetch(url);
     default:
