@@ -48,7 +48,7 @@ type testDirs struct {
 	systemRoot           *x509.Certificate
 }
 
-func newTestDirs(t *testing.T) testDirs {
+func newTestDirs(t testing.TB) testDirs {
 	t.Helper()
 	base := t.TempDir()
 	d := testDirs{ca: filepath.Join(base, "ca"), key: filepath.Join(base, "key"), systemRoots: filepath.Join(base, "system.pem")}
