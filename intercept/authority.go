@@ -13,7 +13,7 @@
 //
 // Even whoever steals the intermediate's key can sign for nothing but the
 // Dinie host: every certificate it signs sits below the constrained ones, and
-// Go, OpenSSL and browsers refuse a name outside the constraints.
+// verifiers (Go, OpenSSL, Java) refuse a name outside the constraints.
 package intercept
 
 import (

@@ -25,11 +25,10 @@ import (
 
 // constrain gives a CA template the name constraints that confine it to
 // host. RFC 5280 lets a permitted dNSName also match every subdomain, so the
-// subdomains are excluded with the leading-dot form, which Go, OpenSSL,
-// NSS and BoringSSL read as "strict subdomains only"; a verifier that does
-// not know the form (Java) still applies the permitted subtree. Excluding
-// every IPv4 and IPv6 address matters because a DNS constraint says nothing
-// about IP SANs: without it the CA could sign for any address.
+// subdomains are excluded with the leading-dot form, which Go, OpenSSL and
+// Java read as "strict subdomains only" (the host itself stays permitted).
+// Excluding every IPv4 and IPv6 address matters because a DNS constraint
+// says nothing about IP SANs: without it the CA could sign for any address.
 func constrain(tmpl *x509.Certificate, host string) {
 	tmpl.PermittedDNSDomainsCritical = true
 	tmpl.PermittedDNSDomains = []string{host}
