@@ -17,6 +17,10 @@ const (
 	// body failed to arrive (e.g. a broken chunked coding), which must not be
 	// blamed on the upstream.
 	CodeBadRequestBody = "bad_request_body"
+	// CodeBadRequestTarget is not in SPEC.md's table either: a request for
+	// "*" other than OPTIONS (an HTTP/2 preface sent to HTTP/1.1) has no
+	// resource upstream to name.
+	CodeBadRequestTarget = "bad_request_target"
 )
 
 // statusClientClosedRequest is nginx's 499: the app went away before the

@@ -15,10 +15,14 @@ const (
 	routeAbsolute                // absolute-form for the upstream host: the app uses us as HTTP_PROXY
 	refuseConnect                // CONNECT: TLS could not carry an injected header
 	refuseHost                   // absolute-form for any other host: never an open relay
+	asteriskForm                 // "*": about this server (OPTIONS), never a resource upstream
 )
 
 // route classifies r. It is pure, so it is fuzzed on its own.
 func route(r *http.Request, upstream *url.URL) routing {
+	if r.RequestURI == "*" {
+		return asteriskForm
+	}
 	if r.Method == http.MethodConnect {
 		return refuseConnect
 	}
