@@ -14,6 +14,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -78,8 +79,7 @@ func NewH1Transport(upstream *url.URL, cfg TransportConfig) (*H1Transport, error
 
 type h1conn struct {
 	conn      net.Conn
-	raw       net.Conn // the TCP connection under TLS, for the liveness check
-	isTLS     bool
+	raw       net.Conn    // the TCP connection under TLS, for the liveness check
 	lr        limitReader // bounds response headers, as net/http's transport does
 	br        *bufio.Reader
 	bw        *bufio.Writer
@@ -88,6 +88,13 @@ type h1conn struct {
 	// poison aborts blocked I/O on the connection; made once per
 	// connection rather than as a closure per request.
 	poison func()
+	// under is the TCP connection as TLS reads it; nil for plain http.
+	under *noWaitConn
+	// alive's peek (conncheck_linux.go), made once per connection.
+	rawConn  syscall.RawConn
+	peekFD   func(fd uintptr)
+	peekByte byte
+	peekIdle bool
 }
 
 // errNothingRead marks a failure other than a timeout before the first
@@ -340,8 +347,10 @@ func (t *H1Transport) dial(ctx context.Context) (*h1conn, error) {
 		return nil, err // a *net.OpError with Op "dial": a 502
 	}
 	conn := raw
+	var under *noWaitConn
 	if t.tls != nil {
-		tc := tls.Client(raw, t.tls)
+		under = &noWaitConn{Conn: raw}
+		tc := tls.Client(under, t.tls)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			raw.Close()
 			return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: raw.RemoteAddr(), Err: fmt.Errorf("tls: %w", err)}
@@ -351,7 +360,7 @@ func (t *H1Transport) dial(ctx context.Context) (*h1conn, error) {
 	pc := &h1conn{
 		conn:   conn,
 		raw:    raw,
-		isTLS:  t.tls != nil,
+		under:  under,
 		poison: func() { conn.SetDeadline(longAgo) },
 		// The writer is larger than the reader because TLS writes a
 		// record, and the kernel a packet, per flush (with 4 KiB, 64 KiB
@@ -362,6 +371,7 @@ func (t *H1Transport) dial(ctx context.Context) (*h1conn, error) {
 	// that bypass the buffer.
 	pc.lr = limitReader{r: conn, remain: math.MaxInt64}
 	pc.br = bufio.NewReaderSize(&pc.lr, 4<<10)
+	pc.initPeek()
 	return pc, nil
 }
 
@@ -374,21 +384,43 @@ const maxResponseHeaderBytes = 10 << 20
 // answer to HEAD or a 204) is not an answer to anything, and the
 // connection must not be reused (RFC 9112, section 6.3). Bytes still in
 // the kernel are for alive to find at the next reuse; bytes that TLS has
-// already read into its own buffers only a read can find, and a read with
-// a deadline in the past takes what is there without waiting.
+// already taken from the kernel only a read of the TLS connection finds,
+// made here with the TCP connection under it refusing to wait.
 func (pc *h1conn) drained() bool {
 	if pc.br.Buffered() > 0 {
 		return false
 	}
-	if !pc.isTLS {
+	if pc.under == nil {
 		return true
 	}
-	prev := pc.deadline.at
-	pc.deadline.set(pc.conn, longAgo)
+	pc.under.noWait = true
 	_, err := pc.br.Peek(1)
-	pc.deadline.set(pc.conn, prev)
-	return errors.Is(err, os.ErrDeadlineExceeded)
+	pc.under.noWait = false
+	return err == errWouldWait
 }
+
+// noWaitConn is the TCP connection under TLS. While noWait is set its
+// reads fail at once, without a system call, with an error that TLS takes
+// for a passing one (a timeout), not for the end of the connection.
+type noWaitConn struct {
+	net.Conn
+	noWait bool
+}
+
+func (c *noWaitConn) Read(p []byte) (int, error) {
+	if c.noWait {
+		return 0, errWouldWait
+	}
+	return c.Conn.Read(p)
+}
+
+var errWouldWait error = wouldWaitError{}
+
+type wouldWaitError struct{}
+
+func (wouldWaitError) Error() string   { return "proxy: a read would wait" }
+func (wouldWaitError) Timeout() bool   { return true }
+func (wouldWaitError) Temporary() bool { return true }
 
 // checkOutbound refuses what net/http's transport refuses before sending
 // (transport.go, roundTrip): a method that is not a token, and header or
