@@ -458,7 +458,7 @@ func checkFraming(req *http.Request, head []byte) error {
 // rawHeader parses the header fields of a request's head again, without
 // dropping any.
 func rawHeader(head []byte) textproto.MIMEHeader {
-	tp := textproto.NewReader(bufio.NewReader(bytes.NewReader(head)))
+	tp := textproto.NewReader(bufio.NewReaderSize(bytes.NewReader(head), len(head)))
 	if _, err := tp.ReadLine(); err != nil {
 		return nil
 	}
