@@ -17,9 +17,9 @@ const (
 	// body failed to arrive (e.g. a broken chunked coding), which must not be
 	// blamed on the upstream.
 	CodeBadRequestBody = "bad_request_body"
-	// CodeBadRequestTarget is not in SPEC.md's table either: a request for
-	// "*" other than OPTIONS (an HTTP/2 preface sent to HTTP/1.1) has no
-	// resource upstream to name.
+	// CodeBadRequestTarget is a request for "*" other than OPTIONS (an
+	// HTTP/2 preface sent to HTTP/1.1): it names no resource upstream
+	// (README, "Errors the proxy answers itself").
 	CodeBadRequestTarget = "bad_request_target"
 )
 
