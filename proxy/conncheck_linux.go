@@ -4,17 +4,46 @@ import (
 	"errors"
 	"net"
 	"syscall"
+	"unsafe"
 )
 
-// alive reports whether an idle connection is still open: a peek that must
-// not block finds nothing to read. Data (an unsolicited response, a TLS
-// alert) or EOF means the server is done with it.
+// alive reports whether an idle connection is still open and silent: a
+// peek that must not block finds nothing to read. Data (an unsolicited
+// response, a TLS alert) or EOF means the server is done with it.
+//
+// It runs before every reuse, so it allocates nothing: the raw connection
+// and the function given to Control are made once per connection.
 func (pc *h1conn) alive() bool {
 	if pc.br.Buffered() > 0 {
 		return false
 	}
-	_, err := peek(pc.raw)
-	return errors.Is(err, syscall.EAGAIN) || errors.Is(err, errCannotPeek)
+	if pc.rawConn == nil {
+		return true // not a socket (tests' pipes)
+	}
+	pc.peekIdle = false
+	if err := pc.rawConn.Control(pc.peekFD); err != nil {
+		return false // closed
+	}
+	return pc.peekIdle
+}
+
+// initPeek prepares alive's peek for a new connection.
+func (pc *h1conn) initPeek() {
+	sc, ok := pc.raw.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	pc.rawConn = rc
+	pc.peekFD = func(fd uintptr) {
+		// syscall.Recvfrom would allocate the sender's address.
+		_, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&pc.peekByte)), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		pc.peekIdle = errno == syscall.EAGAIN
+	}
 }
 
 // peerGone reports whether the app has closed or reset conn, which must

@@ -8,6 +8,8 @@ import "net"
 // the retry of idempotent requests instead.
 func (pc *h1conn) alive() bool { return pc.br.Buffered() == 0 }
 
+func (pc *h1conn) initPeek() {}
+
 // peerGone cannot peek without blocking here: an app that hangs up is
 // noticed when its answer is written.
 func peerGone(net.Conn) bool { return false }

@@ -19,13 +19,34 @@ import (
 // answers are not relayed: the Dinie API has neither.
 func (h *Handler) forward(x *exchange, in *http.Request, id string, rt routing) {
 	w := &x.rec
+	// net/http's server drops, before the handler sees the request, the
+	// headers that make its framing suspect (a Content-Length beside
+	// Transfer-Encoding; Transfer-Encoding in HTTP/1.0, which it ignores):
+	// behind it, every request that could have had them closes its
+	// connection after the answer, error or not, so that no leftover byte
+	// is read as a request (RFC 9112, section 6.1). H1Server sees them and
+	// does this itself, for those requests only.
+	_, own := w.ResponseWriter.(*response)
+	closeAfter := !own && (len(in.TransferEncoding) > 0 || !in.ProtoAtLeast(1, 1))
+	if closeAfter {
+		w.Header()["Connection"] = closeConnection
+	}
 	out := h.outbound(x, in, id, rt)
 	resp, err := h.auth.send(out, w)
+	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
+		// Only net/http's transport returns one; nothing asked for it, and
+		// what follows on that connection is no longer HTTP.
+		resp.Body.Close()
+		err = errUpgrade
+	}
 	if err != nil {
 		h.proxyError(w, in, id, err)
 		return
 	}
 	copyResponseHeader(w.Header(), resp.Header)
+	if closeAfter {
+		w.Header()["Connection"] = closeConnection // whatever the upstream's Connection named
+	}
 	if len(resp.Trailer) > 0 {
 		// The answer's trailers are only known after its body: announce the
 		// names now, as HTTP/1.1 wants.
@@ -54,6 +75,10 @@ func (h *Handler) forward(x *exchange, in *http.Request, id string, rt routing) 
 	}
 }
 
+// closeConnection is the shared Connection header value of an answer
+// after which the app's connection closes.
+var closeConnection = []string{"close"}
+
 // outbound is the request sent upstream: a shallow copy of in with the
 // upstream's URL and a new header map without the hop-by-hop headers and
 // the app's own credentials. The token is added by authTransport.
@@ -70,6 +95,10 @@ func (h *Handler) outbound(x *exchange, in *http.Request, id string, rt routing)
 	out.Host = "" // the Host header is the upstream's
 	out.RequestURI = ""
 	out.Close = false // the app's connection handling is not the upstream's
+	// The app's trailers are not forwarded: they would come after the body,
+	// past the header filtering, and could carry an Authorization or an
+	// X-Forwarded-For of the app's choosing.
+	out.Trailer = nil
 	if in.ContentLength == 0 {
 		out.Body = nil
 	}

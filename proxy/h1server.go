@@ -267,6 +267,9 @@ type serverConn struct {
 	// with the answer's headers; taken only for requests that expect it.
 	wmu sync.Mutex
 	res response // reused: a ResponseWriter is dead once ServeHTTP returns
+	// head is the current request's line and headers as they came.
+	head      []byte
+	afterPost bool // the last request was a POST
 }
 
 func (c *serverConn) serve() {
@@ -369,10 +372,30 @@ func (e statusError) Error() string { return e.text }
 
 // readRequest reads the next request. Its context ends when the handler
 // returns, or earlier when the app hangs up or the server closes.
+//
+// It does what net/http's server does around its parser (server.go,
+// readRequest and serve), which http.ReadRequest alone does not.
 func (c *serverConn) readRequest() (*http.Request, *requestContext, error) {
+	if c.afterPost {
+		// RFC 9112, section 2.2: old clients send a CRLF after a POST body.
+		// net/http's server drops up to four such bytes, after a POST only.
+		peek, _ := c.br.Peek(4) // an error is ReadRequest's to report
+		n := 0
+		for n < len(peek) && (peek[n] == '\r' || peek[n] == '\n') {
+			n++
+		}
+		c.br.Discard(n)
+	}
 	// What waitForRequest's peek buffered counts against the limit too.
 	c.lr.remain = c.headerLimit - int64(c.br.Buffered())
+	// The request's head is kept as it came: http.ReadRequest drops the
+	// Host header and, in some cases, Content-Length and Transfer-Encoding,
+	// which the checks below need to see.
+	buffered, _ := c.br.Peek(c.br.Buffered())
+	c.head = append(c.head[:0], buffered...)
+	c.lr.rec = &c.head
 	req, err := http.ReadRequest(c.br)
+	c.lr.rec = nil
 	if err != nil {
 		if c.lr.remain <= 0 {
 			return nil, nil, errTooLarge
@@ -380,23 +403,77 @@ func (c *serverConn) readRequest() (*http.Request, *requestContext, error) {
 		return nil, nil, err
 	}
 	c.lr.remain = math.MaxInt64
+	head := c.head[:len(c.head)-c.br.Buffered()]
+	if cap(c.head) > 64<<10 {
+		c.head = nil // do not keep a large buffer for the connection's life
+	}
 	if req.ProtoMajor != 1 {
 		return nil, nil, statusError{http.StatusHTTPVersionNotSupported, "unsupported protocol version"}
 	}
-	// http.ReadRequest has refused two Host headers and moved the one to
-	// req.Host, or the absolute URL's host there, dropping the header: so
-	// unlike net/http's server this cannot tell an empty Host from none,
-	// and refuses both for an HTTP/1.1 request in origin form.
-	if req.Host == "" && req.ProtoAtLeast(1, 1) && req.Method != http.MethodConnect {
-		return nil, nil, statusError{http.StatusBadRequest, "missing required Host header"}
+	c.afterPost = req.Method == http.MethodPost
+	// golang/go#34540: the parser lets a name with a space through
+	// ("Content-Length : 5"), which would then not frame the body.
+	for k := range req.Header {
+		if !validFieldName(k) {
+			return nil, nil, statusError{http.StatusBadRequest, "invalid header name"}
+		}
 	}
-	if !validHost(req.Host) {
-		return nil, nil, statusError{http.StatusBadRequest, "malformed Host header"}
+	// The parser refuses values with control bytes itself, so net/http's
+	// check of values is not repeated here (differential_test.go).
+	if err := checkFraming(req, head); err != nil {
+		return nil, nil, err
 	}
 	ctx := newRequestContext()
 	req = req.WithContext(ctx)
 	req.RemoteAddr = c.remoteAddr
 	return req, ctx, nil
+}
+
+// checkFraming makes the checks that need the headers http.ReadRequest
+// dropped, looking them up in the request's head, only for the requests
+// where they matter.
+func checkFraming(req *http.Request, head []byte) error {
+	http11 := req.ProtoAtLeast(1, 1)
+	// The Host header is needed unless the request's Host came from it and
+	// is not empty (an empty one is allowed, a missing one is not).
+	hostUnknown := req.URL.Host != "" || req.Host == "" && http11 && req.Method != http.MethodConnect
+	if !hostUnknown && len(req.TransferEncoding) == 0 && http11 {
+		if !validHost(req.Host) {
+			return statusError{http.StatusBadRequest, "malformed Host header"}
+		}
+		return nil
+	}
+	raw := rawHeader(head)
+	hosts, haveHost := raw["Host"]
+	if http11 && (!haveHost || len(hosts) == 0) && req.Method != http.MethodConnect {
+		return statusError{http.StatusBadRequest, "missing required Host header"}
+	}
+	if len(hosts) == 1 && !validHost(hosts[0]) {
+		return statusError{http.StatusBadRequest, "malformed Host header"}
+	}
+	if _, te := raw["Transfer-Encoding"]; te && !http11 {
+		// RFC 9112, section 6.1: faulty framing. net/http's parser ignores
+		// the header and would read a chunked body as the next request.
+		return statusError{http.StatusBadRequest, "Transfer-Encoding in an HTTP/1.0 request"}
+	}
+	if _, cl := raw["Content-Length"]; cl && len(req.TransferEncoding) > 0 {
+		// RFC 9112, section 6.1: the body is read as chunked, but the
+		// sender may have meant the Content-Length; whatever follows the
+		// last chunk must not be read as a request.
+		req.Close = true
+	}
+	return nil
+}
+
+// rawHeader parses the header fields of a request's head again, without
+// dropping any.
+func rawHeader(head []byte) textproto.MIMEHeader {
+	tp := textproto.NewReader(bufio.NewReaderSize(bytes.NewReader(head), len(head)))
+	if _, err := tp.ReadLine(); err != nil {
+		return nil
+	}
+	h, _ := tp.ReadMIMEHeader()
+	return h
 }
 
 // replyError answers a request that could not be read, the way net/http's
@@ -466,8 +543,10 @@ func (c *serverConn) handle(req *http.Request, ctx *requestContext) bool {
 		// Bodies stream for as long as they take: no deadline.
 		c.deadline.set(c.rwc, time.Time{})
 	}
-	if expect := req.Header["Expect"]; len(expect) > 0 {
-		if !containsToken(expect, "100-continue") {
+	// As net/http's server: only the first Expect value counts, and an
+	// empty one is no expectation.
+	if expect := req.Header["Expect"]; len(expect) > 0 && expect[0] != "" {
+		if !containsToken(expect[:1], "100-continue") {
 			ctx.end()
 			c.bw.WriteString("HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 			return false
@@ -522,10 +601,12 @@ func (c *serverConn) runHandler(res *response, req *http.Request) (ok bool) {
 	return true
 }
 
-// limitReader bounds what a request's line and headers may read.
+// limitReader bounds what a message's line and headers may read, and
+// keeps a copy of what it reads while rec is set.
 type limitReader struct {
 	r      io.Reader
 	remain int64
+	rec    *[]byte
 }
 
 func (l *limitReader) Read(p []byte) (int, error) {
@@ -537,6 +618,9 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	}
 	n, err := l.r.Read(p)
 	l.remain -= int64(n)
+	if l.rec != nil {
+		*l.rec = append(*l.rec, p[:n]...)
+	}
 	return n, err
 }
 

@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"runtime"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -77,7 +79,8 @@ func NewH1Transport(upstream *url.URL, cfg TransportConfig) (*H1Transport, error
 
 type h1conn struct {
 	conn      net.Conn
-	raw       net.Conn // the TCP connection under TLS, for the liveness check
+	raw       net.Conn    // the TCP connection under TLS, for the liveness check
+	lr        limitReader // bounds response headers, as net/http's transport does
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
@@ -85,6 +88,13 @@ type h1conn struct {
 	// poison aborts blocked I/O on the connection; made once per
 	// connection rather than as a closure per request.
 	poison func()
+	// under is the TCP connection as TLS reads it; nil for plain http.
+	under *noWaitConn
+	// alive's peek (conncheck_linux.go), made once per connection.
+	rawConn  syscall.RawConn
+	peekFD   func(fd uintptr)
+	peekByte byte
+	peekIdle bool
 }
 
 // errNothingRead marks a failure other than a timeout before the first
@@ -103,9 +113,13 @@ func (t *H1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("proxy: H1Transport for %s got a request for %s", t.host, req.URL.Host)
 	}
 	ctx := req.Context()
+	if err := checkOutbound(req); err != nil {
+		closeBody(req)
+		return nil, err
+	}
 	resendable := replayableRequest(req)
 	for attempt := 0; ; attempt++ {
-		pc, reused, err := t.conn(ctx, !resendable)
+		pc, reused, err := t.conn(ctx)
 		if err != nil {
 			closeBody(req)
 			return nil, err
@@ -121,6 +135,9 @@ func (t *H1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 }
+
+// errUpgrade is an upstream's 101, which the proxy never relays.
+var errUpgrade = errors.New("proxy: the upstream switched protocols, which this proxy does not relay")
 
 // replayableRequest follows net/http's rule for sending a request again on
 // a fresh connection: no body, and a method that is safe to repeat.
@@ -178,6 +195,7 @@ func (t *H1Transport) exchange(ctx context.Context, pc *h1conn, req *http.Reques
 	// again before the app's next request removed nearly all of them, but
 	// tripled p99: a yielded goroutine waits on the global run queue.)
 	runtime.Gosched()
+	pc.lr.remain = maxResponseHeaderBytes
 	if _, err := pc.br.Peek(1); err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			// The upstream has the request and is slow with it (or the
@@ -191,6 +209,9 @@ func (t *H1Transport) exchange(ctx context.Context, pc *h1conn, req *http.Reques
 	for {
 		var err error
 		if resp, err = http.ReadResponse(pc.br, req); err != nil {
+			if pc.lr.remain <= 0 {
+				err = fmt.Errorf("proxy: upstream response headers exceeded %d bytes: %w", maxResponseHeaderBytes, err)
+			}
 			return fail(err)
 		}
 		// 1xx answers (100 Continue, 103 Early Hints) precede the real one.
@@ -198,9 +219,10 @@ func (t *H1Transport) exchange(ctx context.Context, pc *h1conn, req *http.Reques
 			break
 		}
 		if resp.StatusCode == http.StatusSwitchingProtocols {
-			return fail(errors.New("proxy: protocol upgrades need the standard transport"))
+			return fail(errUpgrade)
 		}
 	}
+	pc.lr.remain = math.MaxInt64
 	// A body that is all in the buffer is read without the connection,
 	// so the deadline may stay for the next request; any other must be
 	// free to take as long as it takes (a stream of events).
@@ -256,7 +278,7 @@ func (b *h1body) finish(complete bool) {
 	b.done = true
 	// release reports false if the request's context already poisoned the
 	// connection's deadline: such a connection cannot be reused.
-	if complete && b.watch.release() && b.keepAlive {
+	if complete && b.watch.release() && b.keepAlive && b.pc.drained() {
 		b.t.put(b.pc)
 		return
 	}
@@ -264,10 +286,8 @@ func (b *h1body) finish(complete bool) {
 	b.pc.conn.Close()
 }
 
-// conn returns a pooled connection, or a new one. check asks for a pooled
-// one to be checked however briefly it was idle: for a request that could
-// not be sent again if the server turned out to have closed it.
-func (t *H1Transport) conn(ctx context.Context, check bool) (*h1conn, bool, error) {
+// conn returns a pooled connection, or a new one.
+func (t *H1Transport) conn(ctx context.Context) (*h1conn, bool, error) {
 	now := time.Now()
 	idleTimeout := orDefaultDuration(t.IdleTimeout, 90*time.Second)
 	for {
@@ -281,13 +301,12 @@ func (t *H1Transport) conn(ctx context.Context, check bool) (*h1conn, bool, erro
 		t.idle[n-1] = nil
 		t.idle = t.idle[:n-1]
 		t.mu.Unlock()
-		idle := now.Sub(pc.idleSince)
-		// A connection used a moment ago is alive, or an idempotent request
-		// finds out at no cost and is sent again; one idle for a while may
-		// have been closed by the server (so may any, when the server drains
-		// its connections to shut down), which a non-blocking peek tells
-		// without a round trip.
-		if idle < idleTimeout && (idle < time.Second && !check || pc.alive()) {
+		// Every reuse is checked, however briefly the connection was idle:
+		// a byte that arrived meanwhile is not an answer to anything (RFC
+		// 9112, section 6.3), and read as the next request's answer it
+		// would shift every later answer by one (a response-queue desync).
+		// The non-blocking peek also finds a connection the server closed.
+		if now.Sub(pc.idleSince) < idleTimeout && pc.alive() {
 			return pc, true, nil
 		}
 		pc.conn.Close()
@@ -336,25 +355,123 @@ func (t *H1Transport) dial(ctx context.Context) (*h1conn, error) {
 		return nil, err // a *net.OpError with Op "dial": a 502
 	}
 	conn := raw
+	var under *noWaitConn
 	if t.tls != nil {
-		tc := tls.Client(raw, t.tls)
+		under = &noWaitConn{Conn: raw}
+		tc := tls.Client(under, t.tls)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			raw.Close()
 			return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: raw.RemoteAddr(), Err: fmt.Errorf("tls: %w", err)}
 		}
 		conn = tc
 	}
-	return &h1conn{
+	pc := &h1conn{
 		conn:   conn,
 		raw:    raw,
+		under:  under,
 		poison: func() { conn.SetDeadline(longAgo) },
-		// Response headers fit in 4 KiB and bodies are read in 32 KiB
-		// chunks that bypass the buffer; the writer is larger because TLS
-		// writes a record, and the kernel a packet, per flush (with 4 KiB,
-		// 64 KiB POSTs cost 70% more CPU).
-		br: bufio.NewReaderSize(conn, 4<<10),
+		// The writer is larger than the reader because TLS writes a
+		// record, and the kernel a packet, per flush (with 4 KiB, 64 KiB
+		// POSTs cost 70% more CPU).
 		bw: bufio.NewWriterSize(conn, 16<<10),
-	}, nil
+	}
+	// Response headers fit in 4 KiB and bodies are read in 32 KiB chunks
+	// that bypass the buffer.
+	pc.lr = limitReader{r: conn, remain: math.MaxInt64}
+	pc.br = bufio.NewReaderSize(&pc.lr, 4<<10)
+	pc.initPeek()
+	return pc, nil
+}
+
+// maxResponseHeaderBytes bounds an answer's headers, 1xx answers before it
+// included: net/http's transport default.
+const maxResponseHeaderBytes = 10 << 20
+
+// drained reports whether nothing follows the answer just read: a byte
+// after its end (a body longer than its Content-Length, anything after an
+// answer to HEAD or a 204) is not an answer to anything, and the
+// connection must not be reused (RFC 9112, section 6.3). Bytes still in
+// the kernel are for alive to find at the next reuse; bytes that TLS has
+// already taken from the kernel only a read of the TLS connection finds,
+// made here with the TCP connection under it refusing to wait.
+func (pc *h1conn) drained() bool {
+	if pc.br.Buffered() > 0 {
+		return false
+	}
+	if pc.under == nil {
+		return true
+	}
+	pc.under.noWait = true
+	_, err := pc.br.Peek(1)
+	pc.under.noWait = false
+	return err == errWouldWait
+}
+
+// noWaitConn is the TCP connection under TLS. While noWait is set its
+// reads fail at once, without a system call, with an error that TLS takes
+// for a passing one (a timeout), not for the end of the connection.
+type noWaitConn struct {
+	net.Conn
+	noWait bool
+}
+
+func (c *noWaitConn) Read(p []byte) (int, error) {
+	if c.noWait {
+		return 0, errWouldWait
+	}
+	return c.Conn.Read(p)
+}
+
+var errWouldWait error = wouldWaitError{}
+
+type wouldWaitError struct{}
+
+func (wouldWaitError) Error() string   { return "proxy: a read would wait" }
+func (wouldWaitError) Timeout() bool   { return true }
+func (wouldWaitError) Temporary() bool { return true }
+
+// checkOutbound refuses what net/http's transport refuses before sending
+// (transport.go, roundTrip): a method that is not a token, and header or
+// trailer names and values that could not go out as they are.
+func checkOutbound(req *http.Request) error {
+	if req.Method != "" && !validFieldName(req.Method) {
+		return fmt.Errorf("proxy: invalid method %q", req.Method)
+	}
+	if k := invalidField(req.Header); k != "" {
+		return fmt.Errorf("proxy: invalid header field %q", k)
+	}
+	if k := invalidField(req.Trailer); k != "" {
+		return fmt.Errorf("proxy: invalid trailer field %q", k)
+	}
+	return nil
+}
+
+// invalidField returns the name of the first field of h whose name is not
+// a token or whose value has a control byte other than a tab; the value
+// itself is never shown, since it may be a credential.
+func invalidField(h http.Header) string {
+	for k, vv := range h {
+		if !validFieldName(k) {
+			return k
+		}
+		for _, v := range vv {
+			if !validFieldValue(v) {
+				return k
+			}
+		}
+	}
+	return ""
+}
+
+// validFieldValue reports whether v has no control byte but tab (RFC 9110,
+// section 5.5).
+func validFieldValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func orDefaultDuration(d, def time.Duration) time.Duration {

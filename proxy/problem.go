@@ -16,6 +16,10 @@ const (
 	// CodeBadRequestBody: the app's own request body failed to arrive (e.g.
 	// a broken chunked coding), which must not be blamed on the upstream.
 	CodeBadRequestBody = "bad_request_body"
+	// CodeBadRequestTarget is a request for "*" other than OPTIONS (an
+	// HTTP/2 preface sent to HTTP/1.1): it names no resource upstream
+	// (README, "Errors the proxy answers itself").
+	CodeBadRequestTarget = "bad_request_target"
 )
 
 // statusClientClosedRequest is nginx's 499: the app went away before the

@@ -251,6 +251,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, inTunnel bool) {
 		h.openTunnel(rec, r)
 	case refuseConnect, refuseHost:
 		h.refuse(rec, rt, r)
+	case asteriskForm:
+		answerAsterisk(rec, r)
 	default:
 		h.forward(x, r, id, rt)
 	}
@@ -289,6 +291,9 @@ func (h *Handler) classify(r *http.Request, err error) (status int, code, detail
 	}
 	if be, ok := errors.AsType[*clientBodyError](err); ok {
 		return http.StatusBadRequest, CodeBadRequestBody, "the request body could not be read: " + be.err.Error()
+	}
+	if errors.Is(err, errUpgrade) {
+		return http.StatusBadGateway, CodeUpstreamUnreachable, "the upstream answered 101 Switching Protocols, which this proxy does not relay"
 	}
 	if op, ok := errors.AsType[*net.OpError](err); ok && op.Op == "dial" {
 		return http.StatusBadGateway, CodeUpstreamUnreachable, "cannot connect to the upstream: " + op.Err.Error()

@@ -18,6 +18,7 @@ const (
 	routePlainTunnel                 // CONNECT to the upstream's plain-HTTP port: served inside like absolute-form
 	refuseConnect                    // CONNECT to the upstream's TLS port: TLS could not carry an injected header
 	refuseHost                       // any other host or port: never an open relay
+	asteriskForm                     // "*": about this server (OPTIONS), never a resource upstream
 )
 
 // router holds what routing compares a request with, worked out once.
@@ -57,6 +58,9 @@ func newRouter(upstream *url.URL, listenAddr string) *router {
 // route classifies r; inTunnel says r came through a CONNECT tunnel, where
 // only the upstream host is served. It is pure, so it is fuzzed on its own.
 func (rt *router) route(r *http.Request, inTunnel bool) routing {
+	if r.RequestURI == "*" {
+		return asteriskForm
+	}
 	if r.Method == http.MethodConnect {
 		if inTunnel {
 			return refuseConnect
