@@ -142,13 +142,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	handler, err := proxy.New(proxy.Config{
-		Upstream:        cfg.upstreamURL,
-		Tokens:          cache,
-		Transport:       upstream,
-		UpstreamTimeout: cfg.upstreamTimeout,
-		MaxReplayBytes:  cfg.maxReplayBytes,
-		Logger:          log.Named("proxy"),
-		Registerer:      reg,
+		Upstream:          cfg.upstreamURL,
+		Tokens:            cache,
+		Transport:         upstream,
+		UpstreamTimeout:   cfg.upstreamTimeout,
+		MaxReplayBytes:    cfg.maxReplayBytes,
+		ReplayBudgetBytes: cfg.replayBudget,
+		MaxInFlight:       cfg.maxInFlight,
+		Logger:            log.Named("proxy"),
+		Registerer:        reg,
 	})
 	if err != nil {
 		return err

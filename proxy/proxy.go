@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -23,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,6 +54,17 @@ type Config struct {
 	// a request that has a body.
 	MaxReplayBytes int64
 
+	// MaxInFlight is how many requests are served at once; one more is
+	// answered 503 overloaded at once, never queued (README, "Errors the
+	// proxy answers itself"). Zero means 1024; negative means no bound.
+	MaxInFlight int
+
+	// ReplayBudgetBytes bounds the request bodies held at once, all
+	// requests together, to replay them; a body that does not fit is not
+	// held, and its request is sent once. Zero means 32 MiB; negative means
+	// none is held.
+	ReplayBudgetBytes int64
+
 	// Logger receives one access line per request. Nil means no logs.
 	Logger *zap.Logger
 
@@ -71,6 +84,10 @@ type Handler struct {
 	auth            *authTransport
 	buffers         *bufferPool
 	metrics         *metrics
+	// serving counts the requests in ServeHTTP, against maxInFlight: an
+	// atomic add and compare, so that the bound costs no lock.
+	serving     atomic.Int64
+	maxInFlight int64
 	// exchanges recycles per-request state, when the transport keeps
 	// nothing of a request once its answer's body is closed (H1Transport
 	// does not; net/http's may still be writing it).
@@ -119,7 +136,21 @@ func New(cfg Config) (*Handler, error) {
 	if maxReplay == 0 {
 		maxReplay = 1 << 20
 	}
-	h.auth = &authTransport{base: base, tokens: cfg.Tokens, maxReplay: maxReplay, metrics: m}
+	h.maxInFlight = int64(cfg.MaxInFlight)
+	switch {
+	case cfg.MaxInFlight == 0:
+		h.maxInFlight = 1024
+	case cfg.MaxInFlight < 0:
+		h.maxInFlight = math.MaxInt64
+	}
+	budget := cfg.ReplayBudgetBytes
+	switch {
+	case budget == 0:
+		budget = 32 << 20
+	case budget < 0:
+		budget = 0
+	}
+	h.auth = &authTransport{base: base, tokens: cfg.Tokens, maxReplay: maxReplay, metrics: m, budget: newReplayBudget(budget)}
 	if _, ok := base.(*H1Transport); ok {
 		h.exchanges = &sync.Pool{}
 	}
@@ -186,6 +217,12 @@ type exchange struct {
 // three wrappers: they cost six allocations and three ResponseWriter
 // wrappers per request, and the recorder below already knows the status.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.serving.Add(1) > h.maxInFlight {
+		h.serving.Add(-1)
+		h.overloaded(w, r)
+		return
+	}
+	defer h.serving.Add(-1)
 	h.metrics.inFlight.Inc()
 	defer h.metrics.inFlight.Dec()
 	start := time.Now()
@@ -231,6 +268,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		h.forward(x, r, id)
 	}
+}
+
+// retryAfterOne is the Retry-After of an overloaded answer, shared: nothing
+// writes into it.
+var retryAfterOne = []string{"1"}
+
+// overloaded answers a request beyond MaxInFlight. It is not logged: in a
+// burst, thousands of lines would cost what the bound is there to save;
+// the counter and the request metrics tell.
+func (h *Handler) overloaded(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	h.metrics.overloaded.Inc()
+	w.Header()["Retry-After"] = retryAfterOne
+	writeProblem(w, http.StatusServiceUnavailable, CodeOverloaded,
+		fmt.Sprintf("this proxy is already serving %d requests (limits.max_in_flight): retry later", h.maxInFlight))
+	h.metrics.observe(methodLabel(r.Method), http.StatusServiceUnavailable, time.Since(start))
 }
 
 // proxyError is the one place where a failure becomes the app's answer.
@@ -355,6 +408,7 @@ type metrics struct {
 	duration      *prometheus.HistogramVec
 	inFlight      prometheus.Gauge
 	retries       prometheus.Counter
+	overloaded    prometheus.Counter
 	rateLimit     prometheus.Gauge
 	rateRemaining prometheus.Gauge
 	rateReset     prometheus.Gauge
@@ -417,6 +471,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "dinie_proxy_upstream_401_retries_total",
 			Help: "Requests sent again with a fresh token after the upstream answered 401.",
 		}),
+		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dinie_proxy_overloaded_total",
+			Help: "Requests answered 503 overloaded: limits.max_in_flight requests were already being served.",
+		}),
 		rateLimit:     upstreamGauge("limit", "X-RateLimit-Limit"),
 		rateRemaining: upstreamGauge("remaining", "X-RateLimit-Remaining"),
 		rateReset:     upstreamGauge("reset_timestamp_seconds", "X-RateLimit-Reset, a Unix time"),
@@ -428,7 +486,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.retries, m.rateLimit, m.rateRemaining, m.rateReset} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.retries, m.overloaded, m.rateLimit, m.rateRemaining, m.rateReset} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("proxy: register metrics: %w", err)
 		}
