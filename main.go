@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
@@ -78,6 +79,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer stopLog()
+	setMemoryLimit(getenv, memlimit.FromCgroup, log)
 
 	// Bind every listener first: a busy port fails the start, not later.
 	// Closed on the way out whatever happens; Shutdown has usually closed
