@@ -9,8 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// adminHandler serves /metrics, /healthz and /readyz (SPEC.md, "Admin
-// listener"). Readiness is the token: an app behind a proxy without one
+// adminHandler serves /metrics, /healthz and /readyz (README, "Health and
+// metrics"). Readiness is the token: an app behind a proxy without one
 // would only get 503s.
 func adminHandler(reg *prometheus.Registry, ready func() error, draining *atomic.Bool) http.Handler {
 	mux := http.NewServeMux()

@@ -26,6 +26,8 @@ type config struct {
 	rootCAs          *x509.CertPool // nil: the system roots
 	transport        string
 	maxReplayBytes   int64
+	replayBudget     int64
+	maxInFlight      int
 	tokenURL         string
 	clientID         string
 	clientIDFile     string
@@ -40,7 +42,7 @@ type config struct {
 	shutdownTimeout  time.Duration
 }
 
-// key is one configuration key, as SPEC.md lists them.
+// key is one configuration key, as the README lists them.
 type key struct {
 	name  string
 	def   string
@@ -53,6 +55,7 @@ var keys = []key{
 	{name: "upstream.ca_file", usage: "PEM bundle to trust for the upstream and the token endpoint, in addition to the system roots"},
 	{name: "upstream.transport", def: "http1", usage: "http1: pooled HTTP/1.1 connections, fastest; standard: net/http's transport, HTTP/2 when the upstream offers it"},
 	{name: "upstream.max_replay_bytes", def: "1048576", usage: "largest request body kept to replay a request after an upstream 401; 0 disables the replay of bodies"},
+	{name: "upstream.replay_budget_bytes", def: "33554432", usage: "total bytes of request bodies held at once for a replay; a body that does not fit is not held, and its request is sent once"},
 	{name: "auth.token_url", usage: "token endpoint (default <upstream.url>/auth/token)"},
 	{name: "auth.client_id", usage: "client id"},
 	{name: "auth.client_id_file", usage: "file holding the client id"},
@@ -62,6 +65,7 @@ var keys = []key{
 	{name: "listen.proxy", def: "127.0.0.1:8080", usage: "address applications connect to"},
 	{name: "listen.proxy_server", def: "http1", usage: "http1: the proxy's own HTTP/1.1 server, fastest; standard: net/http's server"},
 	{name: "listen.admin", def: "127.0.0.1:9090", usage: "address of /metrics, /healthz and /readyz"},
+	{name: "limits.max_in_flight", def: "1024", usage: "requests served at once; one more gets 503 overloaded at once, never queued"},
 	{name: "log.level", def: "info", usage: "debug, info, warn or error"},
 	{name: "log.format", def: "json", usage: "json or console"},
 	{name: "shutdown.timeout", def: "25s", usage: "how long in-flight requests may finish after SIGTERM"},
@@ -226,6 +230,17 @@ func validate(v *viper.Viper) (config, error) {
 	}
 	if cfg.maxReplayBytes == 0 {
 		cfg.maxReplayBytes = -1 // the proxy's "never"
+	}
+	cfg.replayBudget, err = strconv.ParseInt(lookup(v, "upstream.replay_budget_bytes"), 10, 64)
+	if err != nil || cfg.replayBudget < 0 {
+		check(invalid("upstream.replay_budget_bytes", "%q is not a number of bytes", lookup(v, "upstream.replay_budget_bytes")))
+	}
+	if cfg.replayBudget == 0 {
+		cfg.replayBudget = -1 // the proxy's "none held"
+	}
+	cfg.maxInFlight, err = strconv.Atoi(lookup(v, "limits.max_in_flight"))
+	if err != nil || cfg.maxInFlight < 1 {
+		check(invalid("limits.max_in_flight", "%q is not a positive number of requests", lookup(v, "limits.max_in_flight")))
 	}
 
 	cfg.tokenURL = lookup(v, "auth.token_url")

@@ -130,6 +130,12 @@ func checkConfigInvariants(t *testing.T, cfg config) {
 	if cfg.maxReplayBytes <= 0 && cfg.maxReplayBytes != -1 {
 		t.Errorf("accepted upstream.max_replay_bytes %d", cfg.maxReplayBytes)
 	}
+	if cfg.replayBudget <= 0 && cfg.replayBudget != -1 {
+		t.Errorf("accepted upstream.replay_budget_bytes %d", cfg.replayBudget)
+	}
+	if cfg.maxInFlight < 1 {
+		t.Errorf("accepted limits.max_in_flight %d", cfg.maxInFlight)
+	}
 	if (cfg.clientID == "") == (cfg.clientIDFile == "") {
 		t.Error("accepted not exactly one of auth.client_id and auth.client_id_file")
 	}

@@ -1,7 +1,7 @@
 // Command dinie-auth-proxy is a sidecar that lets any application call the
 // Dinie API without auth code: it exchanges the client credentials for an
 // access token, keeps it fresh, and injects it into every request it
-// forwards. See README.md and SPEC.md.
+// forwards. See README.md.
 package main
 
 import (
@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
@@ -43,7 +44,7 @@ func main() {
 }
 
 // exitCode is 2 for invalid configuration and 1 for any other failure
-// (SPEC.md, "Process").
+// (README, "Configuration").
 func exitCode(err error) int {
 	if _, ok := errors.AsType[*configError](err); ok {
 		return 2
@@ -78,6 +79,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer stopLog()
+	setMemoryLimit(getenv, memlimit.FromCgroup, log)
 
 	// Bind every listener first: a busy port fails the start, not later.
 	// Closed on the way out whatever happens; Shutdown has usually closed
@@ -143,15 +145,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	handler, err := proxy.New(proxy.Config{
-		Upstream:        cfg.upstreamURL,
-		Tokens:          cache,
-		Transport:       upstream,
-		UpstreamTimeout: cfg.upstreamTimeout,
-		MaxReplayBytes:  cfg.maxReplayBytes,
-		Logger:          log.Named("proxy"),
-		Registerer:      reg,
-		ListenAddr:      proxyLn.Addr().String(),
-		Tunnels:         tunnels,
+		Upstream:          cfg.upstreamURL,
+		Tokens:            cache,
+		Transport:         upstream,
+		UpstreamTimeout:   cfg.upstreamTimeout,
+		MaxReplayBytes:    cfg.maxReplayBytes,
+		ReplayBudgetBytes: cfg.replayBudget,
+		MaxInFlight:       cfg.maxInFlight,
+		Logger:            log.Named("proxy"),
+		Registerer:        reg,
+		ListenAddr:        proxyLn.Addr().String(),
+		Tunnels:           tunnels,
 	})
 	if err != nil {
 		return err

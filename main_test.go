@@ -205,7 +205,7 @@ func testEndToEnd(t *testing.T, server, transport string) {
 			t.Errorf("/healthz = %d", code)
 		}
 	})
-	t.Run("every SPEC metric is exported", func(t *testing.T) {
+	t.Run("every documented metric is exported", func(t *testing.T) {
 		_, metrics := httpGet(t, r.admin+"/metrics")
 		for _, name := range []string{
 			"dinie_proxy_requests_total", "dinie_proxy_request_duration_seconds", "dinie_proxy_requests_in_flight",
@@ -416,6 +416,8 @@ func TestInvalidConfigExits2NamingTheKey(t *testing.T) {
 		{"unknown key in file", nil, []string{"--config", unknown}, "upstream.ur1"},
 		{"malformed file", nil, []string{"--config", malformed}, "config file"},
 		{"missing file", map[string]string{"DINIE_PROXY_CONFIG": "/nonexistent/config.yaml"}, nil, "config file"},
+		{"bad max in flight", map[string]string{"DINIE_PROXY_LIMITS_MAX_IN_FLIGHT": "0"}, nil, "limits.max_in_flight"},
+		{"bad replay budget", nil, []string{"--upstream.replay_budget_bytes", "32MiB"}, "upstream.replay_budget_bytes"},
 		{"unknown flag", nil, []string{"--upstream.uri", "x"}, "upstream.uri"},
 	}
 	for _, tt := range tests {
@@ -551,7 +553,8 @@ func TestConfigExampleIsCompleteAndValid(t *testing.T) {
 	if err != nil {
 		t.Fatalf("config.yaml.example does not load: %v", err)
 	}
-	if cfg.listenProxy != "127.0.0.1:8080" || cfg.upstreamTimeout != 30*time.Second || cfg.maxReplayBytes != 1<<20 {
+	if cfg.listenProxy != "127.0.0.1:8080" || cfg.upstreamTimeout != 30*time.Second || cfg.maxReplayBytes != 1<<20 ||
+		cfg.replayBudget != 32<<20 || cfg.maxInFlight != 1024 {
 		t.Error("config.yaml.example does not show the defaults")
 	}
 }

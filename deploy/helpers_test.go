@@ -17,7 +17,7 @@ import (
 	"github.com/dinie/dinie-auth-proxy/deploy/internal/manifests"
 )
 
-// Names fixed by SPEC.md and by the manifests; a test fails when one drifts.
+// Names fixed by the README and by the manifests; a test fails when one drifts.
 const (
 	sidecarName    = "dinie-auth-proxy"
 	sidecarImage   = "ghcr.io/dinie/dinie-auth-proxy:0.1.0"
@@ -95,7 +95,7 @@ func render(t *testing.T, dir string) *rendered {
 	return r
 }
 
-// proxyConfig mirrors the keys of SPEC.md's configuration table. Decoding is
+// proxyConfig mirrors the keys of the README's configuration table. Decoding is
 // strict, as the proxy rejects unknown keys in its file.
 type proxyConfig struct {
 	Upstream struct {

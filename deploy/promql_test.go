@@ -30,6 +30,7 @@ var wantAlerts = []string{
 	"DinieProxyDown",
 	"DinieProxyHighErrorRate",
 	"DinieProxyNotReady",
+	"DinieProxyOverloaded",
 	"DinieProxyRateLimitLow",
 	"DinieProxyTokenExpiringSoon",
 	"DinieProxyTokenFetchFailing",
@@ -41,6 +42,7 @@ var wantDashboardMetrics = []string{
 	"dinie_proxy_requests_total",
 	"dinie_proxy_request_duration_seconds_bucket",
 	"dinie_proxy_requests_in_flight",
+	"dinie_proxy_overloaded_total",
 	"dinie_proxy_token_expiry_timestamp_seconds",
 	"dinie_proxy_token_fetches_total",
 }

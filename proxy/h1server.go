@@ -55,6 +55,9 @@ type H1Server struct {
 
 	initOnce sync.Once
 	done     chan struct{} // closed when the watcher must stop
+	// writers lends connections their buffered writer while they answer:
+	// an idle keep-alive connection needs none.
+	writers  sync.Pool
 	stopOnce sync.Once
 
 	mu         sync.Mutex
@@ -223,7 +226,6 @@ func (s *H1Server) newConn(rwc net.Conn) *serverConn {
 	c := &serverConn{s: s, rwc: rwc, remoteAddr: rwc.RemoteAddr().String(), headerLimit: int64(maxHeader) + 4096}
 	c.lr.r, c.lr.remain = rwc, c.headerLimit
 	c.br = bufio.NewReaderSize(&c.lr, 4<<10)
-	c.bw = bufio.NewWriterSize(rwc, 4<<10)
 	c.res.header = make(http.Header, 8)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -247,7 +249,7 @@ type serverConn struct {
 	remoteAddr  string
 	lr          limitReader
 	br          *bufio.Reader
-	bw          *bufio.Writer
+	bw          *bufio.Writer // from s.writers, from a request's first byte to its answer
 	headerLimit int64
 	deadline    readDeadline
 	// current is the context of the request in the handler, for the
@@ -278,6 +280,7 @@ func (c *serverConn) serve() {
 		if !c.waitForRequest() {
 			return
 		}
+		c.bw = c.s.writer(c.rwc)
 		req, ctx, err := c.readRequest()
 		if err != nil {
 			c.replyError(err)
@@ -290,7 +293,22 @@ func (c *serverConn) serve() {
 			c.closeWriteAndWait()
 			return
 		}
+		// The answer is flushed, and its body closed so that no reader
+		// can send a 100 Continue any more: the writer can go back. On a
+		// closing connection it is left to the collector instead.
+		c.bw.Reset(nil) // the pool must not keep the connection
+		c.s.writers.Put(c.bw)
+		c.bw = nil
 	}
+}
+
+// writer lends a buffered writer to w.
+func (s *H1Server) writer(w io.Writer) *bufio.Writer {
+	if bw, ok := s.writers.Get().(*bufio.Writer); ok {
+		bw.Reset(w)
+		return bw
+	}
+	return bufio.NewWriterSize(w, 4<<10)
 }
 
 // waitForRequest waits up to IdleTimeout for the next request's first

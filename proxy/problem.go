@@ -13,6 +13,7 @@ const (
 	CodeUpstreamUnreachable = "upstream_unreachable"
 	CodeTokenUnavailable    = "token_unavailable"
 	CodeUpstreamTimeout     = "upstream_timeout"
+	CodeOverloaded          = "overloaded"
 	// CodeBadRequestBody: the app's own request body failed to arrive (e.g.
 	// a broken chunked coding), which must not be blamed on the upstream.
 	CodeBadRequestBody = "bad_request_body"

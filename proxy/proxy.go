@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -23,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,6 +53,17 @@ type Config struct {
 	// after an upstream 401. Zero means 1 MiB; negative means never replay
 	// a request that has a body.
 	MaxReplayBytes int64
+
+	// MaxInFlight is how many requests are served at once; one more is
+	// answered 503 overloaded at once, never queued (README, "Errors the
+	// proxy answers itself"). Zero means 1024; negative means no bound.
+	MaxInFlight int
+
+	// ReplayBudgetBytes bounds the request bodies held at once, all
+	// requests together, to replay them; a body that does not fit is not
+	// held, and its request is sent once. Zero means 32 MiB; negative means
+	// none is held.
+	ReplayBudgetBytes int64
 
 	// Logger receives one access line per request. Nil means no logs.
 	Logger *zap.Logger
@@ -83,6 +96,10 @@ type Handler struct {
 	auth            *authTransport
 	buffers         *bufferPool
 	metrics         *metrics
+	// serving counts the requests in ServeHTTP, against maxInFlight: an
+	// atomic add and compare, so that the bound costs no lock.
+	serving     atomic.Int64
+	maxInFlight int64
 	// exchanges recycles per-request state, when the transport keeps
 	// nothing of a request once its answer's body is closed (H1Transport
 	// does not; net/http's may still be writing it).
@@ -133,7 +150,21 @@ func New(cfg Config) (*Handler, error) {
 	if maxReplay == 0 {
 		maxReplay = 1 << 20
 	}
-	h.auth = &authTransport{base: base, tokens: cfg.Tokens, maxReplay: maxReplay, metrics: m}
+	h.maxInFlight = int64(cfg.MaxInFlight)
+	switch {
+	case cfg.MaxInFlight == 0:
+		h.maxInFlight = 1024
+	case cfg.MaxInFlight < 0:
+		h.maxInFlight = math.MaxInt64
+	}
+	budget := cfg.ReplayBudgetBytes
+	switch {
+	case budget == 0:
+		budget = 32 << 20
+	case budget < 0:
+		budget = 0
+	}
+	h.auth = &authTransport{base: base, tokens: cfg.Tokens, maxReplay: maxReplay, metrics: m, budget: newReplayBudget(budget)}
 	if _, ok := base.(*H1Transport); ok {
 		h.exchanges = &sync.Pool{}
 	}
@@ -204,6 +235,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.serve(w,
 // three wrappers: they cost six allocations and three ResponseWriter
 // wrappers per request, and the recorder below already knows the status.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, inTunnel bool) {
+	if h.serving.Add(1) > h.maxInFlight {
+		h.serving.Add(-1)
+		h.overloaded(w, r)
+		return
+	}
+	defer h.serving.Add(-1)
 	h.metrics.inFlight.Inc()
 	defer h.metrics.inFlight.Dec()
 	start := time.Now()
@@ -239,6 +276,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, inTunnel bool) {
 				zap.String("host", hostField(rt, r)),
 				zap.Bool("tunnel", inTunnel))
 		}
+		if rec.hijacked != nil {
+			// Sent only now, so that whoever reads the answer finds the
+			// request counted and logged.
+			rec.hijacked()
+		}
 		if h.exchanges != nil {
 			x.reset()
 			h.exchanges.Put(x)
@@ -265,6 +307,22 @@ func hostField(rt routing, r *http.Request) string {
 		return ""
 	}
 	return r.Host
+}
+
+// retryAfterOne is the Retry-After of an overloaded answer, shared: nothing
+// writes into it.
+var retryAfterOne = []string{"1"}
+
+// overloaded answers a request beyond MaxInFlight. It is not logged: in a
+// burst, thousands of lines would cost what the bound is there to save;
+// the counter and the request metrics tell.
+func (h *Handler) overloaded(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	h.metrics.overloaded.Inc()
+	w.Header()["Retry-After"] = retryAfterOne
+	writeProblem(w, http.StatusServiceUnavailable, CodeOverloaded,
+		fmt.Sprintf("this proxy is already serving %d requests (limits.max_in_flight): retry later", h.maxInFlight))
+	h.metrics.observe(methodLabel(r.Method), http.StatusServiceUnavailable, time.Since(start))
 }
 
 // proxyError is the one place where a failure becomes the app's answer.
@@ -352,6 +410,9 @@ type recorder struct {
 	code    int
 	bytes   int64
 	retried bool // set by the transport, on the handler's goroutine
+	// hijacked, when set, sends an answer written on a hijacked connection
+	// and closes it.
+	hijacked func()
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -393,6 +454,7 @@ type metrics struct {
 	inFlight      prometheus.Gauge
 	retries       prometheus.Counter
 	tunnels       *prometheus.CounterVec
+	overloaded    prometheus.Counter
 	rateLimit     prometheus.Gauge
 	rateRemaining prometheus.Gauge
 	rateReset     prometheus.Gauge
@@ -459,6 +521,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "dinie_proxy_tunnels_total",
 			Help: "CONNECT requests by result: plain (a tunnel to the upstream's HTTP port), refused.",
 		}, []string{"result"}),
+		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dinie_proxy_overloaded_total",
+			Help: "Requests answered 503 overloaded: limits.max_in_flight requests were already being served.",
+		}),
 		rateLimit:     upstreamGauge("limit", "X-RateLimit-Limit"),
 		rateRemaining: upstreamGauge("remaining", "X-RateLimit-Remaining"),
 		rateReset:     upstreamGauge("reset_timestamp_seconds", "X-RateLimit-Reset, a Unix time"),
@@ -470,7 +536,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.retries, m.tunnels, m.rateLimit, m.rateRemaining, m.rateReset} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.retries, m.tunnels, m.overloaded, m.rateLimit, m.rateRemaining, m.rateReset} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("proxy: register metrics: %w", err)
 		}

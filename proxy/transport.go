@@ -70,8 +70,8 @@ type tokenError struct{ err error }
 func (e *tokenError) Error() string { return e.err.Error() }
 func (e *tokenError) Unwrap() error { return e.err }
 
-// authTransport injects the Bearer token and handles an upstream 401 (SPEC.md,
-// "Token lifecycle"): the token used is invalidated, compare-and-clear, and
+// authTransport injects the Bearer token and handles an upstream 401 (README,
+// "How the token is handled"): the token used is invalidated, compare-and-clear, and
 // the request is sent once more with a fresh token when its body can be
 // replayed. A second 401 goes back to the app.
 //
@@ -81,6 +81,7 @@ type authTransport struct {
 	base      http.RoundTripper
 	tokens    TokenSource
 	maxReplay int64
+	budget    *replayBudget
 	metrics   *metrics
 
 	// bearer is the header value of the token last used: the token changes
@@ -114,14 +115,22 @@ func (t *authTransport) send(req *http.Request, rec *recorder) (*http.Response, 
 	}
 	var body *requestBody
 	if req.Body != nil && req.Body != http.NoBody {
-		body = &requestBody{body: req.Body}
+		body = &requestBody{body: req.Body, budget: t.budget}
 		if t.maxReplay > 0 && req.ContentLength <= t.maxReplay {
 			body.max = t.maxReplay
 			if req.ContentLength > 0 {
-				body.buf = make([]byte, 0, req.ContentLength)
+				// The length is known: hold exactly that, or nothing when the
+				// budget is spent.
+				body.max = req.ContentLength
+				if !body.grow(int(req.ContentLength)) {
+					body.max = 0
+				}
 			}
 		}
 		req.Body = body
+		// Once send returns, no replay can come: the copy goes, and its
+		// bytes go back to the budget.
+		defer body.release()
 	}
 	req.Header["Authorization"] = t.header(tok)
 	resp, err := t.base.RoundTrip(req)
@@ -194,14 +203,17 @@ func discard(body io.ReadCloser) {
 // requestBody is the app's request body on its way upstream. It tells a
 // failure to read it (a broken chunked coding, a client gone mid-body), the
 // app's fault, from a failure of the upstream; and it keeps a copy of up to
-// max bytes to replay the request after a 401 (max 0: no copy). The
-// transport may read it on its own goroutine, hence the lock.
+// max bytes to replay the request after a 401 (max 0: no copy), its room
+// reserved from the budget that all requests share. The transport may read
+// it on its own goroutine, hence the lock.
 type requestBody struct {
-	body io.ReadCloser
-	max  int64
+	body   io.ReadCloser
+	max    int64
+	budget *replayBudget
 
 	mu       sync.Mutex
 	buf      []byte
+	reserved int64 // cap(buf), taken from budget
 	overflow bool
 	eof      bool
 	err      error // a read error other than EOF
@@ -216,9 +228,9 @@ func (e *clientBodyError) Unwrap() error { return e.err }
 func (b *requestBody) Read(p []byte) (int, error) {
 	n, err := b.body.Read(p)
 	b.mu.Lock()
-	if !b.overflow && b.max > 0 {
-		if int64(len(b.buf)+n) > b.max {
-			b.overflow, b.buf = true, nil
+	if !b.overflow && b.max > 0 && n > 0 {
+		if int64(len(b.buf)+n) > b.max || !b.grow(len(b.buf)+n) {
+			b.drop()
 		} else {
 			b.buf = append(b.buf, p[:n]...)
 		}
@@ -256,6 +268,74 @@ func (b *requestBody) buffered() int64 {
 // make the server read the rest of it, and a client waiting for
 // "100 Continue" would never send it.
 func (b *requestBody) Close() error { return nil }
+
+// grow makes room for need bytes in buf, reserving it from the budget;
+// false means the budget is spent. A body of unknown length grows by
+// doubling, from 4 KiB, but never past max: no buffer holds more room than
+// the body may need. b.mu is held, or b is not shared yet.
+func (b *requestBody) grow(need int) bool {
+	if need <= cap(b.buf) {
+		return true
+	}
+	size := int64(max(need, 2*cap(b.buf), 4<<10))
+	size = min(size, b.max)
+	if !b.budget.reserve(size - b.reserved) {
+		return false
+	}
+	buf := make([]byte, len(b.buf), size)
+	copy(buf, b.buf)
+	b.buf, b.reserved = buf, size
+	return true
+}
+
+// drop gives up the copy: the request is not replayable. b.mu is held.
+func (b *requestBody) drop() {
+	b.overflow, b.buf = true, nil
+	b.budget.release(b.reserved)
+	b.reserved = 0
+}
+
+// release drops the copy once no replay can come; reads that the
+// transport still makes are not copied.
+func (b *requestBody) release() {
+	b.mu.Lock()
+	b.drop()
+	b.mu.Unlock()
+}
+
+// replayBudget is the room for replay copies that all requests share
+// (upstream.replay_budget_bytes): an atomic count, so that a reservation
+// takes no lock.
+type replayBudget struct{ free atomic.Int64 }
+
+func newReplayBudget(n int64) *replayBudget {
+	b := &replayBudget{}
+	b.free.Store(n)
+	return b
+}
+
+// reserve takes n bytes from the budget, or nothing and false when they
+// are not there. A nil budget has no bound.
+func (b *replayBudget) reserve(n int64) bool {
+	if b == nil {
+		return true
+	}
+	for {
+		free := b.free.Load()
+		if free < n {
+			return false
+		}
+		if b.free.CompareAndSwap(free, free-n) {
+			return true
+		}
+	}
+}
+
+func (b *replayBudget) release(n int64) {
+	if b != nil && n > 0 {
+		b.free.Add(n)
+	}
+}
 
 // complete returns the whole body, if it was read to the end and kept.
 func (b *requestBody) complete() ([]byte, bool) {

@@ -183,12 +183,14 @@ func (h *Handler) refuse(rec *recorder, why routing, r *http.Request) {
 	if conn, brw, err := http.NewResponseController(rec.ResponseWriter).Hijack(); err == nil {
 		// net/http's server writes the standard phrase: the answer is
 		// written by hand instead, and the connection closes after it.
-		defer conn.Close()
 		fmt.Fprintf(brw, "HTTP/1.1 %d %s\r\nContent-Type: application/problem+json\r\nCache-Control: no-store\r\nConnection: close\r\nContent-Length: %d\r\n\r\n",
 			status, reason, len(body))
 		brw.Write(body)
-		brw.Flush()
 		rec.code, rec.bytes = status, int64(len(body))
+		rec.hijacked = func() {
+			brw.Flush()
+			conn.Close()
+		}
 		return
 	}
 	setProblemHeaders(rec.Header())

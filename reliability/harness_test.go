@@ -351,6 +351,16 @@ func (d *fakeDinie) serveAPI(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 		case <-d.release:
 		}
+	case "slow-upload":
+		// A slow Dinie behind an upload: the body is read, the answer waits.
+		n, _ := io.Copy(io.Discard, r.Body)
+		ms, _ := strconv.Atoi(q.Get("ms"))
+		select {
+		case <-time.After(time.Duration(ms) * time.Millisecond):
+			fmt.Fprint(w, n)
+		case <-r.Context().Done():
+		case <-d.release:
+		}
 	case "hang":
 		select {
 		case <-r.Context().Done():

@@ -400,7 +400,7 @@ func (c *Cache) newToken(resp tokenResponse, sent time.Time) *token {
 	}
 }
 
-// failed applies the retry policy (SPEC.md, "Token lifecycle") and returns
+// failed applies the retry policy (README, "How the token is handled") and returns
 // the error for the callers that shared the fetch.
 func (c *Cache) failed(err error, now time.Time) error {
 	result := ResultError
