@@ -228,15 +228,9 @@ func validate(v *viper.Viper) (config, error) {
 	if err != nil || cfg.maxReplayBytes < 0 {
 		check(invalid("upstream.max_replay_bytes", "%q is not a number of bytes", lookup(v, "upstream.max_replay_bytes")))
 	}
-	if cfg.maxReplayBytes == 0 {
-		cfg.maxReplayBytes = -1 // the proxy's "never"
-	}
 	cfg.replayBudget, err = strconv.ParseInt(lookup(v, "upstream.replay_budget_bytes"), 10, 64)
 	if err != nil || cfg.replayBudget < 0 {
 		check(invalid("upstream.replay_budget_bytes", "%q is not a number of bytes", lookup(v, "upstream.replay_budget_bytes")))
-	}
-	if cfg.replayBudget == 0 {
-		cfg.replayBudget = -1 // the proxy's "none held"
 	}
 	cfg.maxInFlight, err = strconv.Atoi(lookup(v, "limits.max_in_flight"))
 	if err != nil || cfg.maxInFlight < 1 {

@@ -127,10 +127,10 @@ func checkConfigInvariants(t *testing.T, cfg config) {
 			t.Errorf("accepted %s %d", k, d)
 		}
 	}
-	if cfg.maxReplayBytes <= 0 && cfg.maxReplayBytes != -1 {
+	if cfg.maxReplayBytes < 0 {
 		t.Errorf("accepted upstream.max_replay_bytes %d", cfg.maxReplayBytes)
 	}
-	if cfg.replayBudget <= 0 && cfg.replayBudget != -1 {
+	if cfg.replayBudget < 0 {
 		t.Errorf("accepted upstream.replay_budget_bytes %d", cfg.replayBudget)
 	}
 	if cfg.maxInFlight < 1 {

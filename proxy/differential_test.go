@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dinie/dinie-auth-proxy/internal/h1"
 	"github.com/dinie/dinie-auth-proxy/proxy"
 )
 
@@ -32,21 +33,21 @@ import (
 //
 // The checks net/http makes outside its parsers, and the cases for each:
 //
-// server.go, readRequest and serve, made by H1Server too:
+// server.go, readRequest and serve, made by h1.Server too:
 //   - CR/LF after a POST dropped: "stray CRLF after a POST body" (and PUT);
 //   - HTTP/1.x only, else 505: "HTTP/2.0 line", "HTTP/2 preface" (an
 //     intended difference: net/http lets the preface through for h2c);
 //   - Host present in HTTP/1.1 and valid: the "Host" cases;
 //   - header names are tokens: "space before colon ...", "space in a name";
-//   - header values without control bytes: not repeated by H1Server, as
+//   - header values without control bytes: not repeated by h1.Server, as
 //     the parser refuses them first: "NUL/CR/DEL in a value";
 //   - only the first Expect counts, empty is none, else 417: the "Expect"
 //     cases;
 //   - OPTIONS * answered by the server: "OPTIONS *" (the proxy's handler
-//     answers as net/http's server does, for H1Server);
+//     answers as net/http's server does, for h1.Server);
 //   - headers too large, 431: "headers too large".
 //
-// transport.go, made by H1Transport too:
+// transport.go, made by h1.Transport too:
 //   - method a token, header and trailer fields valid:
 //     TestH1RefusesWhatNetHTTPRefusesToSend;
 //   - a URL with the host: TestH1RefusesOtherHosts;
@@ -57,7 +58,7 @@ import (
 //   - Connection: close, HTTP/1.0 and bodies ended by closing end the
 //     connection: "HTTP/1.0 answer", "body until close".
 //
-// Not made by H1Transport: waiting up to a second for 100 Continue before
+// Not made by h1.Transport: waiting up to a second for 100 Continue before
 // sending a body (RFC 9110, section 10.1.1 lets a client send it at once;
 // no framing depends on it).
 
@@ -66,7 +67,7 @@ type serverCase struct {
 	name string
 	raw  string
 	// want is the outcome's summary in every set-up, unless wantH1 is set:
-	// then want is net/http's server's and wantH1 H1Server's, and why says
+	// then want is net/http's server's and wantH1 h1.Server's, and why says
 	// why they differ.
 	want, wantH1, why string
 	// check looks at the outcome beyond the summary.
@@ -112,7 +113,7 @@ var serverCorpus = []serverCase{
 	// Transfer-Encoding.
 	{name: "chunked POST", raw: "POST /a" + h11 + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
 		want: "200 closed upstream=1", wantH1: "200 open upstream=1",
-		why: "net/http's server drops a Content-Length beside Transfer-Encoding before the handler sees the request: behind it every chunked request closes its connection after the answer; H1Server sees the header and closes only when there was one"},
+		why: "net/http's server drops a Content-Length beside Transfer-Encoding before the handler sees the request: behind it every chunked request closes its connection after the answer; h1.Server sees the header and closes only when there was one"},
 	{name: "chunked with extension", raw: "POST /a" + h11 + "Transfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\n\r\n",
 		want: "200 closed upstream=1", wantH1: "200 open upstream=1", why: "as chunked POST"},
 	{name: "chunked in upper case", raw: "POST /a" + h11 + "Transfer-Encoding: CHUNKED\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
@@ -137,7 +138,7 @@ var serverCorpus = []serverCase{
 		}},
 	{name: "HTTP/1.0 with Transfer-Encoding", raw: "POST /a HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.0\r\n\r\n",
 		want: "200 closed upstream=1", wantH1: "400 closed upstream=0",
-		why: "net/http's server ignores Transfer-Encoding in HTTP/1.0 and drops it before the handler sees it: behind it the proxy can only close the connection after the answer; H1Server refuses the faulty framing (RFC 9112, section 6.1)"},
+		why: "net/http's server ignores Transfer-Encoding in HTTP/1.0 and drops it before the handler sees it: behind it the proxy can only close the connection after the answer; h1.Server refuses the faulty framing (RFC 9112, section 6.1)"},
 
 	// Connection handling.
 	{name: "HTTP/1.0", raw: "GET /a HTTP/1.0\r\n\r\n", want: "200 closed upstream=1"},
@@ -172,7 +173,7 @@ var serverCorpus = []serverCase{
 	{name: "HTTP/2.0 line", raw: "GET /a HTTP/2.0\r\nHost: x\r\n\r\n", want: "505 closed upstream=0"},
 	{name: "HTTP/1.2", raw: "GET /a HTTP/1.2\r\nHost: x\r\n\r\n", want: "200 open upstream=1"},
 	{name: "HTTP/2 preface", raw: "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", want: "400 closed upstream=0", wantH1: "505 closed upstream=0",
-		why: "net/http's server passes the preface of HTTP/2 to the handler (for h2c), which refuses a request for * that is not OPTIONS; H1Server speaks HTTP/1.x only"},
+		why: "net/http's server passes the preface of HTTP/2 to the handler (for h2c), which refuses a request for * that is not OPTIONS; h1.Server speaks HTTP/1.x only"},
 	{name: "GET *", raw: "GET *" + h11 + "\r\n", want: "400 open upstream=0"},
 	{name: "headers too large", raw: "GET /a" + h11 + "X-Big: " + strings.Repeat("a", 1<<20+8192) + "\r\n\r\n", want: "431 closed upstream=0"},
 	{name: "lower-case method", raw: "get /a" + h11 + "\r\n", want: "200 open upstream=1"},
@@ -192,7 +193,7 @@ var serverCorpus = []serverCase{
 		why: "net/http's server cannot set the refusal's reason phrase: it is written on the hijacked connection, which then closes"},
 }
 
-// TestDifferentialServers runs the corpus against H1Server and net/http's
+// TestDifferentialServers runs the corpus against h1.Server and net/http's
 // server, with the same transport behind them. The exchanges run all at
 // once, each on a proxy of its own, and are compared afterwards.
 func TestDifferentialServers(t *testing.T) {
@@ -208,7 +209,7 @@ func TestDifferentialServers(t *testing.T) {
 	wg.Wait()
 	for i, c := range serverCorpus {
 		t.Run(c.name, func(t *testing.T) {
-			h1, std := *outcomes[i][0], *outcomes[i][1] // the order of servers
+			h1s, std := *outcomes[i][0], *outcomes[i][1] // the order of servers
 			wantH1 := c.want
 			if c.wantH1 != "" {
 				wantH1 = c.wantH1
@@ -219,14 +220,14 @@ func TestDifferentialServers(t *testing.T) {
 			if got := std.summary(); got != c.want {
 				t.Errorf("net/http's server: %s, want %s", got, c.want)
 			}
-			if got := h1.summary(); got != wantH1 {
-				t.Errorf("H1Server: %s, want %s", got, wantH1)
+			if got := h1s.summary(); got != wantH1 {
+				t.Errorf("h1.Server: %s, want %s", got, wantH1)
 			}
-			if c.wantH1 == "" && !slices.Equal(h1.upstream, std.upstream) {
-				t.Errorf("the upstream received\n%q\nbehind H1Server, and\n%q\nbehind net/http's server", h1.upstream, std.upstream)
+			if c.wantH1 == "" && !slices.Equal(h1s.upstream, std.upstream) {
+				t.Errorf("the upstream received\n%q\nbehind h1.Server, and\n%q\nbehind net/http's server", h1s.upstream, std.upstream)
 			}
 			if c.check != nil {
-				c.check(t, h1)
+				c.check(t, h1s)
 				c.check(t, std)
 			}
 		})
@@ -415,14 +416,14 @@ var transportCorpus = []transportCase{
 }
 
 // TestDifferentialTransports runs the corpus of lying answers through
-// H1Transport and net/http's transport, behind the same server, all at
+// h1.Transport and net/http's transport, behind the same server, all at
 // once.
 func TestDifferentialTransports(t *testing.T) {
 	outcomes := make([][2]string, len(transportCorpus))
 	var wg sync.WaitGroup
 	for i, c := range transportCorpus {
-		for k, h1 := range []bool{true, false} {
-			run := prepareTransportCase(t, c, h1)
+		for k, useH1 := range []bool{true, false} {
+			run := prepareTransportCase(t, c, useH1)
 			wg.Go(func() { outcomes[i][k] = run() })
 		}
 	}
@@ -430,7 +431,7 @@ func TestDifferentialTransports(t *testing.T) {
 	for i, c := range transportCorpus {
 		t.Run(c.name, func(t *testing.T) {
 			want := c.want + " " + transportTail(c)
-			for k, name := range []string{"H1Transport", "net/http's transport"} {
+			for k, name := range []string{"h1.Transport", "net/http's transport"} {
 				if got := outcomes[i][k]; got != want {
 					t.Errorf("%s:\n got %q\nwant %q", name, got, want)
 				}
@@ -561,27 +562,27 @@ func (u *lyingUpstream) serve(conn net.Conn) {
 	}
 }
 
-// prepareTransportCase starts the upstream and a proxy with H1Transport
+// prepareTransportCase starts the upstream and a proxy with h1.Transport
 // or net/http's; the function it returns asks for /lie, /a and /b and
 // returns what the app got and what the upstream saw.
-func prepareTransportCase(t *testing.T, c transportCase, h1 bool) func() string {
+func prepareTransportCase(t *testing.T, c transportCase, useH1 bool) func() string {
 	up := startLyingUpstream(t, c)
 	upURL, _ := url.Parse(up.url + "/api/v3")
-	cfg := proxy.TransportConfig{ResponseHeaderTimeout: 10 * time.Second, RootCAs: up.roots}
 	var tr http.RoundTripper
-	if h1 {
-		h1t, err := proxy.NewH1Transport(upURL, cfg)
+	if useH1 {
+		h1t, err := h1.NewTransport(upURL, h1.TransportConfig{ResponseHeaderTimeout: 10 * time.Second, RootCAs: up.roots})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(h1t.CloseIdleConnections)
 		tr = h1t
 	} else {
-		std := proxy.NewTransport(cfg)
+		std := standardTransport(up.roots, 10*time.Second)
 		t.Cleanup(std.CloseIdleConnections)
 		tr = std
 	}
-	h, err := proxy.New(proxy.Config{Upstream: upURL, Tokens: fakeTokens{}, Transport: tr})
+	h, err := proxy.New(proxy.Config{Upstream: upURL, Tokens: fakeTokens{}, Transport: tr, RecycleRequests: useH1,
+		UpstreamTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -607,9 +608,9 @@ func prepareTransportCase(t *testing.T, c transportCase, h1 bool) func() string 
 		// connection's read loop, on a goroutine of its own: until then,
 		// net/http itself would read them as the next answer. Waiting for
 		// the connection to close keeps this test about the proxy.
-		// H1Transport checks at the next use, which for bytes that came
+		// h1.Transport checks at the next use, which for bytes that came
 		// late is the next request.
-		if c.leftover && !c.hangUp && (!h1 || c.later == "") && !waitFor(up.closed) {
+		if c.leftover && !c.hangUp && (!useH1 || c.later == "") && !waitFor(up.closed) {
 			return "the connection with bytes after the answer was not closed"
 		}
 		for _, path := range []string{"/a", "/b"} {
@@ -657,7 +658,7 @@ func appAnswer(ctx context.Context, client *http.Client, method, target string) 
 
 // TestDifferentialContentType holds the one intended difference outside
 // framing: an answer without Content-Type is passed on without one by
-// H1Server (a proxy passes the answer on as it came), where net/http's
+// h1.Server (a proxy passes the answer on as it came), where net/http's
 // server guesses one from the body.
 func TestDifferentialContentType(t *testing.T) {
 	want := map[string]string{"h1server": "", "netserver": "text/html; charset=utf-8"}

@@ -24,10 +24,11 @@ func (h *Handler) forward(x *exchange, in *http.Request, id string, rt routing) 
 	// Transfer-Encoding; Transfer-Encoding in HTTP/1.0, which it ignores):
 	// behind it, every request that could have had them closes its
 	// connection after the answer, error or not, so that no leftover byte
-	// is read as a request (RFC 9112, section 6.1). H1Server sees them and
-	// does this itself, for those requests only.
-	_, own := w.ResponseWriter.(*response)
-	closeAfter := !own && (len(in.TransferEncoding) > 0 || !in.ProtoAtLeast(1, 1))
+	// is read as a request (RFC 9112, section 6.1). A server that sees them
+	// does this itself, for those requests only (framingGuard).
+	fg, ok := w.ResponseWriter.(framingGuard)
+	guarded := ok && fg.GuardsFraming()
+	closeAfter := !guarded && (len(in.TransferEncoding) > 0 || !in.ProtoAtLeast(1, 1))
 	if closeAfter {
 		w.Header()["Connection"] = closeConnection
 	}
@@ -74,6 +75,10 @@ func (h *Handler) forward(x *exchange, in *http.Request, id string, rt routing) 
 		w.Header()[http.TrailerPrefix+k] = vv
 	}
 }
+
+// framingGuard is a ResponseWriter whose server closes the connection
+// itself after a request with suspect framing (h1.Server's).
+type framingGuard interface{ GuardsFraming() bool }
 
 // closeConnection is the shared Connection header value of an answer
 // after which the app's connection closes.

@@ -6,10 +6,10 @@
 // failure, token or upstream, reaches one error path (proxyError) and
 // becomes an RFC 9457 problem.
 //
-// Around the handler sit the HTTP/1.x server the apps talk to (H1Server)
-// and the upstream transport (H1Transport): both do a request's I/O on the
-// goroutine that handles it, which is most of the proxy's speed; net/http's
-// server and transport remain the alternatives.
+// The handler knows nothing of the server in front of it or the transport
+// behind it beyond the small interfaces and Config fields declared here, so
+// that net/http's server and transport work as well as the faster ones in
+// internal/h1.
 package proxy
 
 import (
@@ -41,28 +41,34 @@ type Config struct {
 	// Tokens hands out the access token.
 	Tokens TokenSource
 
-	// Transport sends requests upstream. Nil means an H1Transport with
-	// UpstreamTimeout as its response header timeout.
+	// Transport sends requests upstream, with UpstreamTimeout as its
+	// response header timeout. Required.
 	Transport http.RoundTripper
 
-	// UpstreamTimeout is the response header timeout of the default
-	// Transport, and what a 504 tells the app. Zero means 30 s.
+	// RecycleRequests says that Transport keeps nothing of a request once
+	// the answer's body is closed (h1.Transport), so that the handler may
+	// reuse the request's memory for the next one. net/http's transport may
+	// still be writing a request then: false for it.
+	RecycleRequests bool
+
+	// UpstreamTimeout is Transport's response header timeout, which a 504
+	// names (upstream.timeout). Required.
 	UpstreamTimeout time.Duration
 
 	// MaxReplayBytes is the largest request body kept to replay the request
-	// after an upstream 401. Zero means 1 MiB; negative means never replay
-	// a request that has a body.
+	// after an upstream 401 (upstream.max_replay_bytes). Zero means never
+	// replay a request that has a body.
 	MaxReplayBytes int64
 
 	// MaxInFlight is how many requests are served at once; one more is
-	// answered 503 overloaded at once, never queued (README, "Errors the
-	// proxy answers itself"). Zero means 1024; negative means no bound.
+	// answered 503 overloaded at once, never queued (limits.max_in_flight).
+	// Zero means no bound.
 	MaxInFlight int
 
 	// ReplayBudgetBytes bounds the request bodies held at once, all
 	// requests together, to replay them; a body that does not fit is not
-	// held, and its request is sent once. Zero means 32 MiB; negative means
-	// none is held.
+	// held, and its request is sent once (upstream.replay_budget_bytes).
+	// Zero means none is held.
 	ReplayBudgetBytes int64
 
 	// Logger receives one access line per request. Nil means no logs.
@@ -100,9 +106,7 @@ type Handler struct {
 	// atomic add and compare, so that the bound costs no lock.
 	serving     atomic.Int64
 	maxInFlight int64
-	// exchanges recycles per-request state, when the transport keeps
-	// nothing of a request once its answer's body is closed (H1Transport
-	// does not; net/http's may still be writing it).
+	// exchanges recycles per-request state (Config.RecycleRequests).
 	exchanges *sync.Pool
 
 	// Header values set on every outbound request, shared rather than
@@ -118,6 +122,12 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.Tokens == nil {
 		return nil, errors.New("proxy: no token source")
+	}
+	if cfg.Transport == nil {
+		return nil, errors.New("proxy: no transport")
+	}
+	if cfg.UpstreamTimeout <= 0 {
+		return nil, errors.New("proxy: no upstream timeout")
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
@@ -137,35 +147,13 @@ func New(cfg Config) (*Handler, error) {
 	if h.log == nil {
 		h.log = zap.NewNop()
 	}
-	if h.upstreamTimeout == 0 {
-		h.upstreamTimeout = 30 * time.Second
-	}
-	base := cfg.Transport
-	if base == nil {
-		if base, err = NewH1Transport(cfg.Upstream, TransportConfig{ResponseHeaderTimeout: h.upstreamTimeout}); err != nil {
-			return nil, err
-		}
-	}
-	maxReplay := cfg.MaxReplayBytes
-	if maxReplay == 0 {
-		maxReplay = 1 << 20
-	}
 	h.maxInFlight = int64(cfg.MaxInFlight)
-	switch {
-	case cfg.MaxInFlight == 0:
-		h.maxInFlight = 1024
-	case cfg.MaxInFlight < 0:
+	if cfg.MaxInFlight <= 0 {
 		h.maxInFlight = math.MaxInt64
 	}
-	budget := cfg.ReplayBudgetBytes
-	switch {
-	case budget == 0:
-		budget = 32 << 20
-	case budget < 0:
-		budget = 0
-	}
-	h.auth = &authTransport{base: base, tokens: cfg.Tokens, maxReplay: maxReplay, metrics: m, budget: newReplayBudget(budget)}
-	if _, ok := base.(*H1Transport); ok {
+	h.auth = &authTransport{base: cfg.Transport, tokens: cfg.Tokens, maxReplay: max(cfg.MaxReplayBytes, 0),
+		metrics: m, budget: newReplayBudget(max(cfg.ReplayBudgetBytes, 0))}
+	if cfg.RecycleRequests {
 		h.exchanges = &sync.Pool{}
 	}
 	h.buffers = &bufferPool{}
@@ -339,6 +327,17 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, id string, 
 	writeProblem(w, status, code, detail)
 }
 
+// unreachableError is a transport's failure to reach the upstream at all,
+// TLS handshake included (h1.DialError): nothing of the request was sent.
+type unreachableError interface {
+	error
+	Unreachable() bool
+}
+
+// errUpgrade is an upstream's 101 (only net/http's transport returns one),
+// which the proxy never relays.
+var errUpgrade = errors.New("proxy: the upstream switched protocols, which this proxy does not relay")
+
 func (h *Handler) classify(r *http.Request, err error) (status int, code, detail string) {
 	// First: when the app has gone, whatever failed failed because of it.
 	if r.Context().Err() != nil {
@@ -353,7 +352,10 @@ func (h *Handler) classify(r *http.Request, err error) (status int, code, detail
 	if errors.Is(err, errUpgrade) {
 		return http.StatusBadGateway, CodeUpstreamUnreachable, "the upstream answered 101 Switching Protocols, which this proxy does not relay"
 	}
-	if op, ok := errors.AsType[*net.OpError](err); ok && op.Op == "dial" {
+	if u, ok := errors.AsType[unreachableError](err); ok && u.Unreachable() {
+		return http.StatusBadGateway, CodeUpstreamUnreachable, "cannot connect to the upstream: " + u.Error()
+	}
+	if op, ok := errors.AsType[*net.OpError](err); ok && op.Op == "dial" { // net/http's transport
 		return http.StatusBadGateway, CodeUpstreamUnreachable, "cannot connect to the upstream: " + op.Err.Error()
 	}
 	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/dinie/dinie-auth-proxy/internal/h1"
 	"github.com/dinie/dinie-auth-proxy/internal/testkit"
 	"github.com/dinie/dinie-auth-proxy/proxy"
 	"github.com/dinie/dinie-auth-proxy/tokencache"
@@ -47,7 +49,7 @@ type env struct {
 	fetches  atomic.Int64
 	calls    atomic.Int64
 	// netServer puts the proxy behind net/http's server instead of
-	// H1Server.
+	// h1.Server.
 	netServer bool
 
 	mu   sync.Mutex
@@ -58,16 +60,16 @@ type env struct {
 
 type envOption func(*env, *proxy.Config, *tokencache.Config)
 
-// Every behaviour is tested on both upstream transports (H1Transport, the
+// Every behaviour is tested on both upstream transports (h1.Transport, the
 // default, and net/http's, kept for HTTP/2 upstreams) behind both servers
-// (H1Server, the default, and net/http's).
+// (h1.Server, the default, and net/http's).
 var transports = []struct {
 	name string
 	opt  envOption
 }{
 	{"h1", func(*env, *proxy.Config, *tokencache.Config) {}},
 	{"standard", func(e *env, p *proxy.Config, _ *tokencache.Config) {
-		p.Transport = proxy.NewTransport(proxy.TransportConfig{ResponseHeaderTimeout: p.UpstreamTimeout, RootCAs: e.roots})
+		p.Transport = standardTransport(e.roots, p.UpstreamTimeout)
 	}},
 }
 
@@ -122,7 +124,8 @@ func newEnv(t testing.TB, tls bool, opts ...envOption) *env {
 	t.Cleanup(e.tokenEP.Close)
 
 	up, _ := url.Parse(e.upstream.URL + "/api/v3")
-	pcfg := proxy.Config{Upstream: up, Registerer: e.reg, UpstreamTimeout: 5 * time.Second}
+	pcfg := proxy.Config{Upstream: up, Registerer: e.reg, UpstreamTimeout: 5 * time.Second,
+		MaxReplayBytes: 1 << 20, ReplayBudgetBytes: 32 << 20} // the keys' defaults
 	if tls {
 		e.roots = x509.NewCertPool()
 		e.roots.AddCert(e.upstream.Certificate())
@@ -132,11 +135,11 @@ func newEnv(t testing.TB, tls bool, opts ...envOption) *env {
 		o(e, &pcfg, &tcfg)
 	}
 	if pcfg.Transport == nil {
-		h1, err := proxy.NewH1Transport(up, proxy.TransportConfig{ResponseHeaderTimeout: pcfg.UpstreamTimeout, RootCAs: e.roots})
+		h1t, err := h1.NewTransport(up, h1.TransportConfig{ResponseHeaderTimeout: pcfg.UpstreamTimeout, RootCAs: e.roots})
 		if err != nil {
 			t.Fatal(err)
 		}
-		pcfg.Transport = h1
+		pcfg.Transport, pcfg.RecycleRequests = h1t, true
 	}
 	cache, err := tokencache.New(tcfg)
 	if err != nil {
@@ -162,7 +165,7 @@ func newEnv(t testing.TB, tls bool, opts ...envOption) *env {
 // served is the proxy as the tests reach it.
 type served struct{ URL string }
 
-// serve starts h on a loopback port, behind H1Server or net/http's server.
+// serve starts h on a loopback port, behind h1.Server or net/http's server.
 func serve(t testing.TB, h http.Handler, netServer bool) served {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -180,7 +183,7 @@ func serveOn(t testing.TB, ln net.Listener, h http.Handler, netServer bool) serv
 		t.Cleanup(srv.Close)
 		return served{srv.URL}
 	}
-	srv := &proxy.H1Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := &h1.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -191,6 +194,17 @@ func serveOn(t testing.TB, ln net.Listener, h http.Handler, netServer bool) serv
 		<-done
 	})
 	return served{"http://" + ln.Addr().String()}
+}
+
+// standardTransport is net/http's transport as main sets it up for
+// upstream.transport: standard.
+func standardTransport(roots *x509.CertPool, timeout time.Duration) *http.Transport {
+	return &http.Transport{
+		ForceAttemptHTTP2:     true,
+		DisableCompression:    true,
+		ResponseHeaderTimeout: timeout,
+		TLSClientConfig:       &tls.Config{RootCAs: roots},
+	}
 }
 
 func (e *env) setAPI(f func(w http.ResponseWriter, r *http.Request, s seen)) {

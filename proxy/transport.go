@@ -3,56 +3,15 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
-
-// TransportConfig configures NewTransport. The zero value works.
-type TransportConfig struct {
-	// ResponseHeaderTimeout bounds the wait for the upstream's response
-	// headers (upstream.timeout). Zero means no bound.
-	ResponseHeaderTimeout time.Duration
-	// RootCAs are the roots trusted for the upstream. Nil means the
-	// system's.
-	RootCAs *x509.CertPool
-}
-
-// NewTransport returns the upstream transport of a sidecar: every request
-// of one app goes to one host, so the keep-alive pool is sized for hundreds
-// of concurrent requests to it, and HTTP/2 is used when the upstream offers
-// it.
-func NewTransport(cfg TransportConfig) *http.Transport {
-	return &http.Transport{
-		// Never the environment's HTTP_PROXY: a pod that sets it for the app
-		// points it at us, and we would send requests to ourselves.
-		Proxy: nil,
-		DialContext: (&net.Dialer{
-			Timeout:   10 * time.Second,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
-		ForceAttemptHTTP2: true,
-		// A proxy passes the app's Accept-Encoding on as it is, and the answer
-		// back as it came: no transparent gzip.
-		DisableCompression:    true,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   512,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
-		TLSClientConfig:       &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
-	}
-}
 
 // TokenSource hands out the access token and drops it when the upstream
 // refuses it. *tokencache.Cache is one.
@@ -187,11 +146,12 @@ func replayable(req *http.Request, body *requestBody) (io.ReadCloser, bool) {
 }
 
 // replayBody is a kept request body on its way again. It is all in memory,
-// which H1Transport takes as leave to send it with the request's head.
+// which a transport that knows bufferedBody takes as leave to send it with
+// the request's head.
 type replayBody struct{ *bytes.Reader }
 
 func (replayBody) Close() error      { return nil }
-func (b replayBody) buffered() int64 { return int64(b.Len()) }
+func (b replayBody) Buffered() int64 { return int64(b.Len()) }
 
 // discard reads a little of an unwanted body so that its connection can be
 // reused, then closes it.
@@ -254,11 +214,16 @@ func (b *requestBody) readError() error {
 	return b.err
 }
 
-// buffered passes on what the app's body says has arrived (H1Server's
-// does), so that H1Transport can send a small body with the head.
-func (b *requestBody) buffered() int64 {
+// bufferedBody is a request body that knows how many of its bytes can be
+// read without waiting for the app (h1.Server's). A transport that finds
+// it on a request (h1.Transport) sends that many with the request's head.
+type bufferedBody interface{ Buffered() int64 }
+
+// Buffered passes on what the app's body says has arrived
+// (bufferedBody).
+func (b *requestBody) Buffered() int64 {
 	if bb, ok := b.body.(bufferedBody); ok {
-		return bb.buffered()
+		return bb.Buffered()
 	}
 	return 0
 }

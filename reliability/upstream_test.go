@@ -143,7 +143,7 @@ func testUpstreamMisbehaviour(t *testing.T, transport string) {
 	})
 
 	// net/http's transport keeps two goroutines per pooled connection;
-	// H1Transport none.
+	// h1.Transport none.
 	perConn := 0
 	if transport == "standard" {
 		perConn = 2

@@ -1,4 +1,4 @@
-package proxy_test
+package h1_test
 
 import (
 	"bufio"
@@ -12,21 +12,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dinie/dinie-auth-proxy/internal/h1"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
-
-	"github.com/dinie/dinie-auth-proxy/proxy"
 )
 
-// startH1 serves h with an H1Server on a loopback port and returns the
+// startH1 serves h with an Server on a loopback port and returns the
 // server and its address; the test's end closes it and waits for Serve.
-func startH1(t *testing.T, h http.Handler, configure ...func(*proxy.H1Server)) (*proxy.H1Server, string) {
+func startH1(t *testing.T, h http.Handler, configure ...func(*h1.Server)) (*h1.Server, string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &proxy.H1Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := &h1.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	for _, c := range configure {
 		c(srv)
 	}
@@ -161,7 +160,7 @@ func TestH1ServerFramesAnswers(t *testing.T) {
 
 func TestH1ServerRefusesMalformedRequests(t *testing.T) {
 	_, addr := startH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}),
-		func(s *proxy.H1Server) { s.MaxHeaderBytes = 1 << 10 })
+		func(s *h1.Server) { s.MaxHeaderBytes = 1 << 10 })
 	tests := []struct {
 		name, req string
 		want      int
@@ -275,7 +274,7 @@ func TestH1ServerDropsTheConnectionOfAPanickingHandler(t *testing.T) {
 			panic(http.ErrAbortHandler)
 		}
 		panic("fake bug")
-	}), func(s *proxy.H1Server) { s.Logger = zap.New(core) })
+	}), func(s *h1.Server) { s.Logger = zap.New(core) })
 	for _, path := range []string{"/abort", "/bug"} {
 		c := dial(t, addr)
 		c.send(t, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -375,7 +374,7 @@ func TestH1ServerCancelsTheRequestOfAnAppThatHangsUp(t *testing.T) {
 }
 
 func TestH1ServerClosesSlowAndIdleConnections(t *testing.T) {
-	_, addr := startH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), func(s *proxy.H1Server) {
+	_, addr := startH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), func(s *h1.Server) {
 		s.ReadHeaderTimeout = 50 * time.Millisecond
 		s.IdleTimeout = 50 * time.Millisecond
 	})
@@ -397,7 +396,7 @@ func TestH1ServerClosesSlowAndIdleConnections(t *testing.T) {
 // its first request.
 func TestH1ServerKeepsABusyConnectionPastIdleTimeout(t *testing.T) {
 	const idle = 500 * time.Millisecond
-	_, addr := startH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), func(s *proxy.H1Server) {
+	_, addr := startH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), func(s *h1.Server) {
 		s.IdleTimeout = idle
 	})
 	c := dial(t, addr)

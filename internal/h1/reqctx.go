@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"context"
@@ -7,16 +7,16 @@ import (
 	"time"
 )
 
-// What H1Server and H1Transport share to end a request's I/O cheaply: the
+// What Server and Transport share to end a request's I/O cheaply: the
 // request's context with its one-function slot, the watch that poisons an
 // upstream connection through it, and read deadlines that move only when
 // they must.
 
-// requestContext is the context of a request on H1Server. The server ends
+// requestContext is the context of a request on Server. The server ends
 // it itself (handler returned, app gone, server closed) rather than
 // deriving it from a per-connection context: that saves registering each
 // request with a parent. It also carries a one-function slot that
-// H1Transport uses in place of context.AfterFunc, which costs several
+// Transport uses in place of context.AfterFunc, which costs several
 // allocations and locks per request.
 type requestContext struct {
 	// A cancelCtx whose parent never ends, so that contexts derived from
@@ -26,7 +26,7 @@ type requestContext struct {
 	// onEnd, when set, is called once when the context ends, on whichever
 	// goroutine ends it: the connection's, the watcher's, or Close's with
 	// the server's lock held. So it must be quick and must not block
-	// (H1Transport's sets a deadline).
+	// (Transport's sets a deadline).
 	onEnd atomic.Pointer[func()]
 }
 
@@ -67,7 +67,7 @@ func (ctx *requestContext) clearOnEnd(f *func()) bool {
 // released.
 type cancelWatch struct {
 	pc   *h1conn
-	ctx  *requestContext // H1Server's: its slot costs no allocation
+	ctx  *requestContext // Server's: its slot costs no allocation
 	stop func() bool     // otherwise context.AfterFunc's
 }
 
@@ -93,7 +93,7 @@ func (w cancelWatch) release() bool {
 // for every request.
 //
 // set and extend report whether they moved the deadline: a move undoes a
-// poisoning (cancelWatch) that came before it, so H1Transport checks its
+// poisoning (cancelWatch) that came before it, so Transport checks its
 // request's context after one.
 type readDeadline struct{ at time.Time }
 

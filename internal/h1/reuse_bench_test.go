@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"crypto/x509"
@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// BenchmarkReuseCheck measures what H1Transport adds to every request to
+// BenchmarkReuseCheck measures what Transport adds to every request to
 // keep a connection: the check after the answer (drained: a look at the
 // buffer, and over TLS a read with a deadline in the past) and the peek at
 // the socket before the reuse (alive).
@@ -31,7 +31,7 @@ func BenchmarkReuseCheck(b *testing.B) {
 			}
 			defer srv.Close()
 			u, _ := url.Parse(srv.URL)
-			tr, err := NewH1Transport(u, cfg)
+			tr, err := NewTransport(u, cfg)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -1,9 +1,10 @@
-package proxy
+package h1
 
 import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -18,7 +19,7 @@ import (
 	"time"
 )
 
-// H1Transport is an HTTP/1.1 RoundTripper for one upstream host that does
+// Transport is an HTTP/1.1 RoundTripper for one upstream host that does
 // its I/O on the calling goroutine, over a pool of keep-alive connections.
 //
 // http.Transport hands every request between three goroutines (the
@@ -29,29 +30,58 @@ import (
 // its writer (Request.Write) for anything but the plain requests that
 // writeRequest writes as it would, so the wire format is the standard
 // library's. Use NewTransport instead for HTTP/2.
-type H1Transport struct {
-	addr, host string
-	tls        *tls.Config // nil for plain http
-
-	// ResponseHeaderTimeout bounds the wait for the response headers once the
-	// request is written (or up to a sixteenth less, at most a second: the
-	// deadline is not moved for every request). Zero means no bound.
-	ResponseHeaderTimeout time.Duration
-	// DialTimeout bounds connecting, TLS handshake included. Zero means 10 s.
-	DialTimeout time.Duration
-	// IdleTimeout closes connections idle for longer. Zero means 90 s.
-	IdleTimeout time.Duration
-	// MaxIdleConns bounds the pool. Zero means 512.
-	MaxIdleConns int
+type Transport struct {
+	addr, host            string
+	tls                   *tls.Config // nil for plain http
+	responseHeaderTimeout time.Duration
+	dialContext           func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	mu   sync.Mutex
 	idle []*h1conn // a stack: the most recently used on top, so it is warm
 }
 
-// NewH1Transport returns an H1Transport for upstream's scheme and host.
-// rootCAs nil means the system roots.
-func NewH1Transport(upstream *url.URL, cfg TransportConfig) (*H1Transport, error) {
-	t := &H1Transport{host: upstream.Host, ResponseHeaderTimeout: cfg.ResponseHeaderTimeout}
+// TransportConfig configures NewTransport. The zero value works.
+type TransportConfig struct {
+	// ResponseHeaderTimeout bounds the wait for the response headers once
+	// the request is written (or up to a sixteenth less, at most a second:
+	// the deadline is not moved for every request). Zero means no bound.
+	ResponseHeaderTimeout time.Duration
+	// RootCAs are the roots trusted for an https upstream. Nil means the
+	// system's.
+	RootCAs *x509.CertPool
+	// DialContext connects to the upstream's address. Nil means a
+	// net.Dialer with TCP keep-alives.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// The pool's bounds: one upstream host, so one pool sized for hundreds of
+// concurrent requests to it.
+const (
+	dialTimeout  = 10 * time.Second // connecting, TLS handshake included
+	idleTimeout  = 90 * time.Second // a pooled connection older is closed
+	maxIdleConns = 512
+)
+
+// DialError is a failure to connect to the upstream, TLS handshake
+// included: nothing of the request was sent.
+type DialError struct {
+	Addr string
+	Err  error
+}
+
+func (e *DialError) Error() string { return "dial " + e.Addr + ": " + e.Err.Error() }
+func (e *DialError) Unwrap() error { return e.Err }
+
+// Unreachable marks the error as the upstream's unreachability, for
+// callers that classify errors by behaviour rather than by this type.
+func (e *DialError) Unreachable() bool { return true }
+
+// NewTransport returns a Transport for upstream's scheme and host.
+func NewTransport(upstream *url.URL, cfg TransportConfig) (*Transport, error) {
+	t := &Transport{host: upstream.Host, responseHeaderTimeout: cfg.ResponseHeaderTimeout, dialContext: cfg.DialContext}
+	if t.dialContext == nil {
+		t.dialContext = (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext
+	}
 	port := upstream.Port()
 	switch upstream.Scheme {
 	case "https":
@@ -71,7 +101,7 @@ func NewH1Transport(upstream *url.URL, cfg TransportConfig) (*H1Transport, error
 			port = "80"
 		}
 	default:
-		return nil, fmt.Errorf("proxy: upstream scheme %q is not http or https", upstream.Scheme)
+		return nil, fmt.Errorf("h1: upstream scheme %q is not http or https", upstream.Scheme)
 	}
 	t.addr = net.JoinHostPort(upstream.Hostname(), port)
 	return t, nil
@@ -107,10 +137,10 @@ func (e errNothingRead) Error() string { return e.err.Error() }
 func (e errNothingRead) Unwrap() error { return e.err }
 
 // RoundTrip implements http.RoundTripper.
-func (t *H1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Host != t.host {
 		closeBody(req)
-		return nil, fmt.Errorf("proxy: H1Transport for %s got a request for %s", t.host, req.URL.Host)
+		return nil, fmt.Errorf("h1: Transport for %s got a request for %s", t.host, req.URL.Host)
 	}
 	ctx := req.Context()
 	if err := checkOutbound(req); err != nil {
@@ -136,8 +166,8 @@ func (t *H1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// errUpgrade is an upstream's 101, which the proxy never relays.
-var errUpgrade = errors.New("proxy: the upstream switched protocols, which this proxy does not relay")
+// errUpgrade is an unrequested 101: what follows is no longer HTTP/1.1.
+var errUpgrade = errors.New("h1: the upstream switched protocols, which is not relayed")
 
 // replayableRequest follows net/http's rule for sending a request again on
 // a fresh connection: no body, and a method that is safe to repeat.
@@ -169,7 +199,7 @@ func closeBody(req *http.Request) {
 // longAgo is a deadline in the past: setting it aborts blocked I/O.
 var longAgo = time.Unix(1, 0)
 
-func (t *H1Transport) exchange(ctx context.Context, pc *h1conn, req *http.Request) (*http.Response, error) {
+func (t *Transport) exchange(ctx context.Context, pc *h1conn, req *http.Request) (*http.Response, error) {
 	// A cancelled request (the app went away) must not leave this goroutine
 	// blocked on the upstream: poisoning the deadline wakes it up.
 	w := watchCancel(ctx, pc)
@@ -185,7 +215,7 @@ func (t *H1Transport) exchange(ctx context.Context, pc *h1conn, req *http.Reques
 	}
 	// Moving the deadline undoes a poisoning that came before it: the
 	// context tells (here and below).
-	if t.ResponseHeaderTimeout > 0 && pc.deadline.extend(pc.conn, time.Now().Add(t.ResponseHeaderTimeout), t.ResponseHeaderTimeout) && ctx.Err() != nil {
+	if t.responseHeaderTimeout > 0 && pc.deadline.extend(pc.conn, time.Now().Add(t.responseHeaderTimeout), t.responseHeaderTimeout) && ctx.Err() != nil {
 		return fail(ctx.Err())
 	}
 	// Let the other requests run before reading the answer: it is rarely
@@ -210,7 +240,7 @@ func (t *H1Transport) exchange(ctx context.Context, pc *h1conn, req *http.Reques
 		var err error
 		if resp, err = http.ReadResponse(pc.br, req); err != nil {
 			if pc.lr.remain <= 0 {
-				err = fmt.Errorf("proxy: upstream response headers exceeded %d bytes: %w", maxResponseHeaderBytes, err)
+				err = fmt.Errorf("h1: upstream response headers exceeded %d bytes: %w", maxResponseHeaderBytes, err)
 			}
 			return fail(err)
 		}
@@ -226,7 +256,7 @@ func (t *H1Transport) exchange(ctx context.Context, pc *h1conn, req *http.Reques
 	// A body that is all in the buffer is read without the connection,
 	// so the deadline may stay for the next request; any other must be
 	// free to take as long as it takes (a stream of events).
-	if t.ResponseHeaderTimeout > 0 && !bodyBuffered(resp, pc.br) && pc.deadline.set(pc.conn, time.Time{}) && ctx.Err() != nil {
+	if t.responseHeaderTimeout > 0 && !bodyBuffered(resp, pc.br) && pc.deadline.set(pc.conn, time.Time{}) && ctx.Err() != nil {
 		return fail(ctx.Err())
 	}
 	body := &h1body{rc: resp.Body, pc: pc, t: t, watch: w, keepAlive: !resp.Close && !req.Close}
@@ -248,7 +278,7 @@ func bodyBuffered(resp *http.Response, br *bufio.Reader) bool {
 type h1body struct {
 	rc        io.ReadCloser
 	pc        *h1conn
-	t         *H1Transport
+	t         *Transport
 	watch     cancelWatch
 	keepAlive bool
 	done      bool
@@ -287,9 +317,8 @@ func (b *h1body) finish(complete bool) {
 }
 
 // conn returns a pooled connection, or a new one.
-func (t *H1Transport) conn(ctx context.Context) (*h1conn, bool, error) {
+func (t *Transport) conn(ctx context.Context) (*h1conn, bool, error) {
 	now := time.Now()
-	idleTimeout := orDefaultDuration(t.IdleTimeout, 90*time.Second)
 	for {
 		t.mu.Lock()
 		n := len(t.idle)
@@ -315,15 +344,11 @@ func (t *H1Transport) conn(ctx context.Context) (*h1conn, bool, error) {
 	return pc, false, err
 }
 
-func (t *H1Transport) put(pc *h1conn) {
+func (t *Transport) put(pc *h1conn) {
 	pc.idleSince = time.Now()
-	max := t.MaxIdleConns
-	if max <= 0 {
-		max = 512
-	}
 	t.mu.Lock()
 	var evicted *h1conn
-	if len(t.idle) >= max {
+	if len(t.idle) >= maxIdleConns {
 		evicted = t.idle[0]
 		t.idle = append(t.idle[:0], t.idle[1:]...)
 	}
@@ -335,7 +360,7 @@ func (t *H1Transport) put(pc *h1conn) {
 }
 
 // CloseIdleConnections closes the pooled connections.
-func (t *H1Transport) CloseIdleConnections() {
+func (t *Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	idle := t.idle
 	t.idle = nil
@@ -345,14 +370,12 @@ func (t *H1Transport) CloseIdleConnections() {
 	}
 }
 
-func (t *H1Transport) dial(ctx context.Context) (*h1conn, error) {
-	timeout := orDefaultDuration(t.DialTimeout, 10*time.Second)
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+func (t *Transport) dial(ctx context.Context) (*h1conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	d := net.Dialer{KeepAlive: 30 * time.Second}
-	raw, err := d.DialContext(ctx, "tcp", t.addr)
+	raw, err := t.dialContext(ctx, "tcp", t.addr)
 	if err != nil {
-		return nil, err // a *net.OpError with Op "dial": a 502
+		return nil, &DialError{Addr: t.addr, Err: err}
 	}
 	conn := raw
 	var under *noWaitConn
@@ -361,7 +384,7 @@ func (t *H1Transport) dial(ctx context.Context) (*h1conn, error) {
 		tc := tls.Client(under, t.tls)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			raw.Close()
-			return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: raw.RemoteAddr(), Err: fmt.Errorf("tls: %w", err)}
+			return nil, &DialError{Addr: t.addr, Err: fmt.Errorf("tls: %w", err)}
 		}
 		conn = tc
 	}
@@ -426,7 +449,7 @@ var errWouldWait error = wouldWaitError{}
 
 type wouldWaitError struct{}
 
-func (wouldWaitError) Error() string   { return "proxy: a read would wait" }
+func (wouldWaitError) Error() string   { return "h1: a read would wait" }
 func (wouldWaitError) Timeout() bool   { return true }
 func (wouldWaitError) Temporary() bool { return true }
 
@@ -435,13 +458,13 @@ func (wouldWaitError) Temporary() bool { return true }
 // trailer names and values that could not go out as they are.
 func checkOutbound(req *http.Request) error {
 	if req.Method != "" && !validFieldName(req.Method) {
-		return fmt.Errorf("proxy: invalid method %q", req.Method)
+		return fmt.Errorf("h1: invalid method %q", req.Method)
 	}
 	if k := invalidField(req.Header); k != "" {
-		return fmt.Errorf("proxy: invalid header field %q", k)
+		return fmt.Errorf("h1: invalid header field %q", k)
 	}
 	if k := invalidField(req.Trailer); k != "" {
-		return fmt.Errorf("proxy: invalid trailer field %q", k)
+		return fmt.Errorf("h1: invalid trailer field %q", k)
 	}
 	return nil
 }
@@ -472,11 +495,4 @@ func validFieldValue(v string) bool {
 		}
 	}
 	return true
-}
-
-func orDefaultDuration(d, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
-	}
-	return d
 }

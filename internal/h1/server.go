@@ -1,11 +1,10 @@
-package proxy
+package h1
 
 import (
 	"bufio"
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"math"
 	"net"
@@ -21,8 +20,8 @@ import (
 	"go.uber.org/zap"
 )
 
-// H1Server serves an http.Handler over HTTP/1.x, the counterpart of
-// H1Transport on the app's side.
+// Server serves an http.Handler over HTTP/1.x, the counterpart of
+// Transport on the app's side.
 //
 // net/http's server starts a goroutine per request that blocks in a read
 // of the app's connection, only to learn whether the app hangs up, and
@@ -38,7 +37,7 @@ import (
 // It speaks HTTP/1.0 and 1.1 only (no h2c, no upgrades), which is all an
 // app talking to a local sidecar in plain HTTP uses. Hijack is there for
 // CONNECT tunnels.
-type H1Server struct {
+type Server struct {
 	Handler http.Handler
 	// ReadHeaderTimeout bounds the wait for a request's line and headers,
 	// counted from its first byte. Zero means no bound.
@@ -76,7 +75,7 @@ const goneCheckInterval = 200 * time.Millisecond
 // of chunks (net/http's bufferBeforeChunkingSize).
 const pendingMax = 2048
 
-func (s *H1Server) init() {
+func (s *Server) init() {
 	s.initOnce.Do(func() {
 		s.done = make(chan struct{})
 		s.listeners = map[net.Listener]struct{}{}
@@ -90,7 +89,7 @@ func (s *H1Server) init() {
 
 // Serve accepts connections on ln until Shutdown or Close, and then
 // returns http.ErrServerClosed, as http.Server.Serve does.
-func (s *H1Server) Serve(ln net.Listener) error {
+func (s *Server) Serve(ln net.Listener) error {
 	s.init()
 	s.mu.Lock()
 	if s.inShutdown.Load() {
@@ -137,7 +136,7 @@ func (s *H1Server) Serve(ln net.Listener) error {
 // Shutdown stops accepting, closes idle connections, lets requests in
 // flight finish (their connections close after the answer) and returns
 // when none is left, or with ctx's error when it ends first.
-func (s *H1Server) Shutdown(ctx context.Context) error {
+func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
 	s.mu.Lock()
 	s.stopAccepting()
@@ -163,7 +162,7 @@ func (s *H1Server) Shutdown(ctx context.Context) error {
 
 // Close stops accepting and closes every connection at once; requests in
 // flight see their context cancelled.
-func (s *H1Server) Close() error {
+func (s *Server) Close() error {
 	s.init()
 	s.mu.Lock()
 	s.stopAccepting()
@@ -178,20 +177,20 @@ func (s *H1Server) Close() error {
 
 // stopAccepting marks the server as shutting down and closes its
 // listeners; s.mu is held.
-func (s *H1Server) stopAccepting() {
+func (s *Server) stopAccepting() {
 	s.inShutdown.Store(true)
 	for ln := range s.listeners {
 		ln.Close()
 	}
 }
 
-func (s *H1Server) stopWatch() { s.stopOnce.Do(func() { close(s.done) }) }
+func (s *Server) stopWatch() { s.stopOnce.Do(func() { close(s.done) }) }
 
 // watch cancels the requests of apps that hung up while their request was
 // in the handler. The handler may be waiting for a token or the upstream
 // for a long time; without this it would learn of the hang-up only when it
 // writes the answer.
-func (s *H1Server) watch() {
+func (s *Server) watch() {
 	t := time.NewTicker(goneCheckInterval)
 	defer t.Stop()
 	var watched []*serverConn
@@ -218,7 +217,7 @@ func (s *H1Server) watch() {
 	}
 }
 
-func (s *H1Server) newConn(rwc net.Conn) *serverConn {
+func (s *Server) newConn(rwc net.Conn) *serverConn {
 	maxHeader := s.MaxHeaderBytes
 	if maxHeader <= 0 {
 		maxHeader = 1 << 20
@@ -244,7 +243,7 @@ const (
 
 // serverConn is one app connection, served by one goroutine.
 type serverConn struct {
-	s           *H1Server
+	s           *Server
 	rwc         net.Conn
 	remoteAddr  string
 	lr          limitReader
@@ -303,7 +302,7 @@ func (c *serverConn) serve() {
 }
 
 // writer lends a buffered writer to w.
-func (s *H1Server) writer(w io.Writer) *bufio.Writer {
+func (s *Server) writer(w io.Writer) *bufio.Writer {
 	if bw, ok := s.writers.Get().(*bufio.Writer); ok {
 		bw.Reset(w)
 		return bw
@@ -618,541 +617,3 @@ func (c *serverConn) runHandler(res *response, req *http.Request) (ok bool) {
 	c.s.Handler.ServeHTTP(res, req)
 	return true
 }
-
-// limitReader bounds what a message's line and headers may read, and
-// keeps a copy of what it reads while rec is set.
-type limitReader struct {
-	r      io.Reader
-	remain int64
-	rec    *[]byte
-}
-
-func (l *limitReader) Read(p []byte) (int, error) {
-	if l.remain <= 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > l.remain {
-		p = p[:l.remain]
-	}
-	n, err := l.r.Read(p)
-	l.remain -= int64(n)
-	if l.rec != nil {
-		*l.rec = append(*l.rec, p[:n]...)
-	}
-	return n, err
-}
-
-// serverBody is a request body as the handler sees it. Its lock lets the
-// connection take the body back from a reader on another goroutine (net/
-// http's transport writes request bodies from one of its own) before the
-// next request is parsed from the same buffer.
-type serverBody struct {
-	mu           sync.Mutex
-	rc           io.ReadCloser
-	c            *serverConn
-	res          *response
-	length       int64 // -1 when chunked
-	read         int64
-	needContinue bool
-	complete     bool // read to its end: the next request starts after it
-	closed       bool
-}
-
-func (b *serverBody) Read(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return 0, http.ErrBodyReadAfterClose
-	}
-	if b.needContinue {
-		b.needContinue = false
-		b.res.sendContinue()
-	}
-	n, err := b.rc.Read(p)
-	b.read += int64(n)
-	if err == io.EOF || b.read == b.length {
-		b.complete = true
-		b.c.watched.Store(b.c.br.Buffered() == 0)
-	}
-	return n, err
-}
-
-// buffered reports how much of the body has arrived and waits in the
-// connection's buffer. A chunked body (its framing is in the way) reports
-// none.
-func (b *serverBody) buffered() int64 {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed || b.length < 0 {
-		return 0
-	}
-	return min(int64(b.c.br.Buffered()), b.length-b.read)
-}
-
-// Close makes later reads fail; what was not read stays unread, and the
-// connection closes after the answer.
-func (b *serverBody) Close() error {
-	b.mu.Lock()
-	b.closed = true
-	b.mu.Unlock()
-	return nil
-}
-
-// maxDrain is how much of a request body the handler left unread is read
-// and dropped so that the connection can serve the next request
-// (net/http's maxPostHandlerReadBytes); more costs a new connection.
-const maxDrain = 256 << 10
-
-// closeForReuse ends the body for the handler and reports whether the
-// connection can read the next request: the body was read to its end, or
-// its small rest could be dropped, and no reader is still at it.
-func (b *serverBody) closeForReuse() bool {
-	if !b.mu.TryLock() {
-		return false // a read is blocked on the app: the connection must go
-	}
-	defer b.mu.Unlock()
-	b.closed = true
-	if b.complete {
-		return true
-	}
-	if !b.drainable() {
-		return false
-	}
-	// A stalled app must not hold the connection: the drain gets as long
-	// as a request's headers do.
-	if d := b.c.s.ReadHeaderTimeout; d > 0 {
-		b.c.deadline.set(b.c.rwc, time.Now().Add(d))
-	}
-	_, err := io.CopyN(io.Discard, b.rc, maxDrain)
-	return err == io.EOF
-}
-
-// drainable reports whether the unread rest of the body is worth dropping
-// to keep the connection: not when the app waits for a 100 Continue before
-// sending it, nor when it is known to be large.
-func (b *serverBody) drainable() bool {
-	return !b.needContinue && (b.length < 0 || b.length-b.read <= maxDrain)
-}
-
-// reusable reports, without waiting, whether the connection may serve
-// another request after this body: read to its end, or drainable.
-func (b *serverBody) reusable() bool {
-	if !b.mu.TryLock() {
-		return false
-	}
-	defer b.mu.Unlock()
-	return b.complete || b.drainable()
-}
-
-// response is the http.ResponseWriter of H1Server.
-type response struct {
-	c              *serverConn
-	req            *http.Request
-	header         http.Header
-	status         int
-	wroteHeader    bool  // the final status is chosen
-	committed      bool  // status line and headers are written
-	noBody         bool  // HEAD, 204 or 304: no body goes out
-	chunked        bool  // Transfer-Encoding: chunked
-	contentLength  int64 // -1 when unknown
-	written        int64
-	pending        []byte // body held back before the headers, up to pendingMax
-	closeAfter     bool
-	body           *serverBody // nil for a request without one
-	headBytes      int64       // what a handler wrote in answer to HEAD
-	expectContinue bool
-	continueSent   bool
-	reason         string // the status line's reason phrase, when not the standard one
-	err            error  // the first write error: the app is gone
-}
-
-func (r *response) reset(c *serverConn, req *http.Request) {
-	clear(r.header)
-	*r = response{c: c, req: req, header: r.header, contentLength: -1, pending: r.pending[:0], closeAfter: req.Close}
-}
-
-func (r *response) Header() http.Header { return r.header }
-
-// WriteHeaderReason is WriteHeader with a reason phrase of the caller's
-// instead of the standard one, for answers whose status line is what a
-// person reads. CR and LF would end the line: they make it fall back.
-func (r *response) WriteHeaderReason(code int, reason string) {
-	if !r.wroteHeader && code >= 200 && !strings.ContainsAny(reason, "\r\n") {
-		r.reason = reason
-	}
-	r.WriteHeader(code)
-}
-
-// Hijack hands the connection to the handler, as net/http's Hijacker does:
-// what the app sent after the request is in the returned reader. Only
-// before the answer has begun.
-func (r *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	if r.wroteHeader {
-		return nil, nil, errors.New("proxy: Hijack after the answer began")
-	}
-	c := r.c
-	c.hijacked = true
-	c.watched.Store(false)
-	return c.rwc, bufio.NewReadWriter(c.br, c.bw), nil
-}
-
-func (r *response) WriteHeader(code int) {
-	if r.wroteHeader {
-		return
-	}
-	if code < 100 || code > 999 {
-		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
-	}
-	if code < 200 {
-		r.writeInformational(code)
-		return
-	}
-	r.wroteHeader = true
-	r.status = code
-	r.noBody = r.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
-	if code == http.StatusNoContent {
-		delete(r.header, "Content-Length") // RFC 9110: never on a 204
-	}
-	if cl := r.header["Content-Length"]; len(cl) > 0 {
-		n, err := strconv.ParseInt(cl[0], 10, 64)
-		if err != nil || n < 0 || len(cl) > 1 {
-			delete(r.header, "Content-Length") // not ours to pass on
-		} else {
-			r.contentLength = n
-		}
-	}
-	if r.contentLength >= 0 || r.noBody && r.req.Method != http.MethodHead {
-		r.commit(false)
-	}
-}
-
-// writeInformational sends a 1xx answer with the headers set so far, as
-// net/http does (103 Early Hints).
-func (r *response) writeInformational(code int) {
-	if r.expectContinue {
-		r.c.wmu.Lock()
-		defer r.c.wmu.Unlock()
-	}
-	if code == http.StatusContinue {
-		r.continueSent = true
-	}
-	bw := r.c.bw
-	writeStatusLine(bw, code)
-	for k, vv := range r.header {
-		// An informational answer has no body to frame.
-		if k != "Content-Length" && k != "Trailer" && !serverOwnedHeader(k) {
-			writeField(bw, k, vv)
-		}
-	}
-	bw.WriteString("\r\n")
-	if err := bw.Flush(); err != nil && r.err == nil {
-		r.err = err
-	}
-}
-
-func (r *response) sendContinue() {
-	r.c.wmu.Lock()
-	defer r.c.wmu.Unlock()
-	if r.committed || r.continueSent || r.err != nil {
-		return
-	}
-	r.continueSent = true
-	// A failed flush is not recorded here but stays in the buffered
-	// writer, where the answer's first write finds it.
-	r.c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
-	r.c.bw.Flush()
-}
-
-// commit writes the status line and headers. final means the handler is
-// done, so a body of unknown length is the pending one.
-func (r *response) commit(final bool) {
-	if r.expectContinue {
-		r.c.wmu.Lock()
-		defer r.c.wmu.Unlock()
-	}
-	r.committed = true
-	req := r.req
-	_, trailers := r.header["Trailer"]
-	if final && r.req.Method == http.MethodHead && r.contentLength < 0 && r.headBytes > 0 {
-		// The length the answer to a GET would have, as net/http sends.
-		r.header["Content-Length"] = []string{strconv.FormatInt(r.headBytes, 10)}
-	}
-	if r.contentLength < 0 && !r.noBody {
-		switch {
-		case final && !trailers:
-			r.contentLength = int64(len(r.pending))
-			r.header["Content-Length"] = []string{strconv.Itoa(len(r.pending))}
-		case req.ProtoAtLeast(1, 1):
-			r.chunked = true
-		default:
-			r.closeAfter = true // an HTTP/1.0 body of unknown length ends with the connection
-		}
-	}
-	if v := r.header["Connection"]; len(v) > 0 && containsToken(v, "close") {
-		r.closeAfter = true
-	}
-	if r.c.s.inShutdown.Load() {
-		r.closeAfter = true
-	}
-	if r.body != nil && !r.body.reusable() {
-		// Reading the rest could take long, or forever for an app that
-		// waits for a 100 Continue it will not get: the connection goes.
-		r.closeAfter = true
-	}
-
-	bw := r.c.bw
-	if r.reason != "" {
-		bw.WriteString("HTTP/1.1 " + strconv.Itoa(r.status) + " " + r.reason + "\r\n")
-	} else {
-		writeStatusLine(bw, r.status)
-	}
-	writeHeaderLines(bw, r.header, r.chunked)
-	if _, ok := r.header["Date"]; !ok {
-		line := time.Now().UTC().AppendFormat(append(bw.AvailableBuffer(), "Date: "...), http.TimeFormat)
-		bw.Write(append(line, "\r\n"...))
-	}
-	switch {
-	case r.closeAfter:
-		bw.WriteString("Connection: close\r\n")
-	case !req.ProtoAtLeast(1, 1):
-		bw.WriteString("Connection: keep-alive\r\n")
-	}
-	if r.chunked {
-		bw.WriteString("Transfer-Encoding: chunked\r\n")
-	}
-	bw.WriteString("\r\n")
-}
-
-// serverOwnedHeader reports whether the server writes header k itself
-// (connection management, framing) or as a trailer.
-func serverOwnedHeader(k string) bool {
-	switch k {
-	case "Connection", "Keep-Alive", "Transfer-Encoding", "Proxy-Connection", "Upgrade":
-		return true
-	}
-	return strings.HasPrefix(k, http.TrailerPrefix)
-}
-
-func writeStatusLine(bw *bufio.Writer, code int) {
-	line := append(bw.AvailableBuffer(), "HTTP/1.1 "...)
-	line = strconv.AppendInt(line, int64(code), 10)
-	line = append(line, ' ')
-	line = append(line, http.StatusText(code)...)
-	bw.Write(append(line, "\r\n"...))
-}
-
-// writeHeaderLines writes h as header lines, but not the ones the server
-// owns, nor Trailer unless the body is chunked (only chunks carry
-// trailers).
-func writeHeaderLines(bw *bufio.Writer, h http.Header, chunked bool) {
-	for k, vv := range h {
-		if serverOwnedHeader(k) || k == "Trailer" && !chunked {
-			continue
-		}
-		writeField(bw, k, vv)
-	}
-}
-
-// writeField writes the lines of one header, each assembled in the
-// writer's free space and written once. Like net/http it drops names that
-// are not tokens, trims values and turns CR and LF inside them into spaces,
-// so that no value can start a header or a body of its own.
-func writeField(bw *bufio.Writer, k string, vv []string) {
-	if !validFieldName(k) {
-		return
-	}
-	for _, v := range vv {
-		if needsCleaning(v) {
-			v = textproto.TrimString(strings.NewReplacer("\r", " ", "\n", " ").Replace(v))
-		}
-		line := bw.AvailableBuffer()
-		line = append(line, k...)
-		line = append(line, ": "...)
-		line = append(line, v...)
-		line = append(line, "\r\n"...)
-		bw.Write(line)
-	}
-}
-
-// needsCleaning reports whether a header value has CR or LF inside, or
-// space around it: rare, so one pass over the bytes decides.
-func needsCleaning(v string) bool {
-	if v == "" {
-		return false
-	}
-	if v[0] == ' ' || v[0] == '\t' || v[len(v)-1] == ' ' || v[len(v)-1] == '\t' {
-		return true
-	}
-	for i := 0; i < len(v); i++ {
-		if v[i] == '\r' || v[i] == '\n' {
-			return true
-		}
-	}
-	return false
-}
-
-func (r *response) Write(p []byte) (int, error) {
-	if !r.wroteHeader {
-		r.WriteHeader(http.StatusOK)
-	}
-	if r.err != nil {
-		return 0, r.err
-	}
-	if r.noBody {
-		if r.req.Method == http.MethodHead {
-			r.headBytes += int64(len(p))
-			return len(p), nil
-		}
-		return 0, http.ErrBodyNotAllowed
-	}
-	if !r.committed {
-		if len(r.pending)+len(p) <= pendingMax {
-			r.pending = append(r.pending, p...)
-			return len(p), nil
-		}
-		if err := r.release(false); err != nil {
-			return 0, err
-		}
-	}
-	return len(p), r.writeBody(p)
-}
-
-// release writes the headers and then the body held back so far; final as
-// for commit.
-func (r *response) release(final bool) error {
-	r.commit(final)
-	err := r.writeBody(r.pending)
-	r.pending = r.pending[:0]
-	return err
-}
-
-// writeBody frames p after the headers.
-func (r *response) writeBody(p []byte) error {
-	if len(p) == 0 {
-		return nil
-	}
-	var err error
-	if r.contentLength >= 0 && r.written+int64(len(p)) > r.contentLength {
-		p = p[:r.contentLength-r.written]
-		err = http.ErrContentLength
-	}
-	bw := r.c.bw
-	if r.chunked {
-		bw.Write(append(strconv.AppendUint(bw.AvailableBuffer(), uint64(len(p)), 16), "\r\n"...))
-	}
-	if _, werr := bw.Write(p); werr != nil {
-		r.err = werr
-		return werr
-	}
-	if r.chunked {
-		bw.WriteString("\r\n")
-	}
-	r.written += int64(len(p))
-	return err
-}
-
-// Flush sends the headers, if not yet sent, and what is buffered.
-func (r *response) Flush() { _ = r.FlushError() }
-
-// FlushError is Flush for http.ResponseController.
-func (r *response) FlushError() error {
-	if !r.wroteHeader {
-		r.WriteHeader(http.StatusOK)
-	}
-	if r.err != nil {
-		return r.err
-	}
-	if !r.committed {
-		if err := r.release(false); err != nil {
-			return err
-		}
-	}
-	if err := r.c.bw.Flush(); err != nil {
-		r.err = err
-		return err
-	}
-	return nil
-}
-
-// finish ends the answer once the handler has returned: the headers if
-// still held back, the pending body, the last chunk with the trailers.
-func (r *response) finish() {
-	if !r.wroteHeader {
-		r.WriteHeader(http.StatusOK)
-	}
-	if !r.committed {
-		r.release(true) // an error is in r.err, and closes the connection below
-	}
-	bw := r.c.bw
-	if r.chunked {
-		bw.WriteString("0\r\n")
-		r.writeTrailers()
-		bw.WriteString("\r\n")
-	}
-	if r.contentLength >= 0 && r.written < r.contentLength && !r.noBody {
-		r.closeAfter = true // the app waits for bytes that will never come
-	}
-	if r.err != nil || bw.Flush() != nil {
-		r.closeAfter = true
-	}
-	if len(r.pending) > 4*pendingMax {
-		r.pending = nil // do not keep a large buffer for the connection's life
-	}
-}
-
-// writeTrailers writes the trailers: the names announced in Trailer, with
-// their values set after WriteHeader, and names set with http.TrailerPrefix.
-func (r *response) writeTrailers() {
-	for _, v := range r.header["Trailer"] {
-		for name := range strings.SplitSeq(v, ",") {
-			k := http.CanonicalHeaderKey(strings.TrimSpace(name))
-			if vv, ok := r.header[k]; ok {
-				writeField(r.c.bw, k, vv)
-			}
-		}
-	}
-	for k, vv := range r.header {
-		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
-			writeField(r.c.bw, http.CanonicalHeaderKey(name), vv)
-		}
-	}
-}
-
-// validFieldName reports whether k is an RFC 9110 token.
-func validFieldName(k string) bool {
-	if k == "" {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		if !tokenByte[k[i]] {
-			return false
-		}
-	}
-	return true
-}
-
-// validHost accepts what may appear in a Host header: a name or address
-// and a port, without spaces, controls or URL delimiters.
-func validHost(h string) bool {
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"#/<>?@\\^`{|}", c) >= 0 {
-			return false
-		}
-	}
-	return true
-}
-
-var tokenByte = func() (t [256]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
-	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = true
-	}
-	return t
-}()

@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"bufio"
@@ -94,7 +94,7 @@ func writeRequest(bw *bufio.Writer, req *http.Request) error {
 // arrived with its headers (every small POST) counts as in memory: head
 // and body go upstream in one TLS record and one system call, not two.
 func writeBody(bw *bufio.Writer, body io.ReadCloser, n int64) error {
-	if b, ok := body.(bufferedBody); !ok || b.buffered() < n {
+	if b, ok := body.(bufferedBody); !ok || b.Buffered() < n {
 		if err := bw.Flush(); err != nil {
 			body.Close()
 			return err
@@ -122,7 +122,7 @@ func writeBody(bw *bufio.Writer, body io.ReadCloser, n int64) error {
 
 // bufferedBody is a request body that knows how many of its bytes can be
 // read without waiting for the app.
-type bufferedBody interface{ buffered() int64 }
+type bufferedBody interface{ Buffered() int64 }
 
 // plainRequest reports whether req, for host, is one writeRequest writes
 // itself.

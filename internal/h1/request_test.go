@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"bufio"
@@ -215,12 +215,12 @@ func FuzzWriteRequest(f *testing.F) {
 	})
 }
 
-// writeBody sends the head with the body only if H1Server's body says the
+// writeBody sends the head with the body only if Server's body says the
 // body has arrived.
 func TestH1ServerBodyTellsWhatHasArrived(t *testing.T) {
 	got := make(chan int64, 1)
-	srv := &H1Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got <- r.Body.(bufferedBody).buffered()
+	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Body.(bufferedBody).Buffered()
 	})}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

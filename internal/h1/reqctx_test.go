@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// The slot that H1Transport uses in place of context.AfterFunc keeps
+// The slot that Transport uses in place of context.AfterFunc keeps
 // AfterFunc's promise: the function runs once if the context ends before
 // the slot is cleared, never after, and clearing says which happened.
 func TestRequestContextOnEnd(t *testing.T) {

@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"net/http"
@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// TestH1RefusesWhatNetHTTPRefusesToSend holds H1Transport to the checks
+// TestH1RefusesWhatNetHTTPRefusesToSend holds Transport to the checks
 // net/http's transport makes before sending (transport.go, roundTrip):
 // neither sends a request whose method, header or trailer could not go
 // out as it is. The proxy's own headers (the token) are what could be
@@ -18,12 +18,12 @@ func TestH1RefusesWhatNetHTTPRefusesToSend(t *testing.T) {
 	var received atomic.Int64
 	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) { received.Add(1) })
 	u, _ := url.Parse(srv.URL)
-	h1, err := NewH1Transport(u, TransportConfig{ResponseHeaderTimeout: 5 * time.Second})
+	h1, err := NewTransport(u, TransportConfig{ResponseHeaderTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(h1.CloseIdleConnections)
-	std := NewTransport(TransportConfig{})
+	std := &http.Transport{}
 	t.Cleanup(std.CloseIdleConnections)
 
 	tests := []struct {
@@ -46,7 +46,7 @@ func TestH1RefusesWhatNetHTTPRefusesToSend(t *testing.T) {
 		for _, tr := range []struct {
 			name string
 			rt   http.RoundTripper
-		}{{"H1Transport", h1}, {"net/http", std}} {
+		}{{"Transport", h1}, {"net/http", std}} {
 			t.Run(tt.name+"/"+tr.name, func(t *testing.T) {
 				req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+"/x", nil)
 				tt.modify(req)

@@ -1,0 +1,129 @@
+package h1
+
+import (
+	"bufio"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+)
+
+// serverOwnedHeader reports whether the server writes header k itself
+// (connection management, framing) or as a trailer.
+func serverOwnedHeader(k string) bool {
+	switch k {
+	case "Connection", "Keep-Alive", "Transfer-Encoding", "Proxy-Connection", "Upgrade":
+		return true
+	}
+	return strings.HasPrefix(k, http.TrailerPrefix)
+}
+
+func writeStatusLine(bw *bufio.Writer, code int) {
+	line := append(bw.AvailableBuffer(), "HTTP/1.1 "...)
+	line = strconv.AppendInt(line, int64(code), 10)
+	line = append(line, ' ')
+	line = append(line, http.StatusText(code)...)
+	bw.Write(append(line, "\r\n"...))
+}
+
+// writeHeaderLines writes h as header lines, but not the ones the server
+// owns, nor Trailer unless the body is chunked (only chunks carry
+// trailers).
+func writeHeaderLines(bw *bufio.Writer, h http.Header, chunked bool) {
+	for k, vv := range h {
+		if serverOwnedHeader(k) || k == "Trailer" && !chunked {
+			continue
+		}
+		writeField(bw, k, vv)
+	}
+}
+
+// writeField writes the lines of one header, each assembled in the
+// writer's free space and written once. Like net/http it drops names that
+// are not tokens, trims values and turns CR and LF inside them into spaces,
+// so that no value can start a header or a body of its own.
+func writeField(bw *bufio.Writer, k string, vv []string) {
+	if !validFieldName(k) {
+		return
+	}
+	for _, v := range vv {
+		if needsCleaning(v) {
+			v = textproto.TrimString(strings.NewReplacer("\r", " ", "\n", " ").Replace(v))
+		}
+		line := bw.AvailableBuffer()
+		line = append(line, k...)
+		line = append(line, ": "...)
+		line = append(line, v...)
+		line = append(line, "\r\n"...)
+		bw.Write(line)
+	}
+}
+
+// needsCleaning reports whether a header value has CR or LF inside, or
+// space around it: rare, so one pass over the bytes decides.
+func needsCleaning(v string) bool {
+	if v == "" {
+		return false
+	}
+	if v[0] == ' ' || v[0] == '\t' || v[len(v)-1] == ' ' || v[len(v)-1] == '\t' {
+		return true
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] == '\r' || v[i] == '\n' {
+			return true
+		}
+	}
+	return false
+}
+
+// validFieldName reports whether k is an RFC 9110 token.
+func validFieldName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if !tokenByte[k[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+// validHost accepts what may appear in a Host header: a name or address
+// and a port, without spaces, controls or URL delimiters.
+func validHost(h string) bool {
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"#/<>?@\\^`{|}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+var tokenByte = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+// containsToken reports whether a comma-separated header holds token, in
+// any case.
+func containsToken(values []string, token string) bool {
+	for _, v := range values {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(textproto.TrimString(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
