@@ -56,11 +56,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, "dinie-auth-proxy", version)
 		return nil
 	}
-	// The live heap is a few MiB while each request allocates ~14 KB, so at
-	// Go's default GOGC=100 the collector runs dozens of times a second under
-	// load. 200 cut CPU per request by 12% at 128 connections for 7 MiB more
-	// peak RSS (34 MiB); 400 saved no more CPU and broke the 40 MiB budget
-	// (bench/README.md). A GOGC in the environment still decides.
+	// The live heap is small next to what requests allocate, so the default
+	// GOGC collects too often under load; 200 is the measured best trade of
+	// CPU for memory (bench/README.md). A GOGC in the environment decides.
 	if getenv("GOGC") == "" {
 		debug.SetGCPercent(200)
 	}

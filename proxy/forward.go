@@ -11,12 +11,11 @@ import (
 
 // forward sends in upstream with the token and copies the answer back.
 //
-// It does what httputil.ReverseProxy did for us (hop-by-hop headers out,
-// trailers and streaming kept, a failure mid-body aborts the response) in
-// one pass over each header map and without ReverseProxy's per-request
-// clones, client trace and context wrapping, which were a quarter of the
-// instructions per request (bench/README.md). Protocol upgrades and 1xx
-// answers are not relayed: the Dinie API has neither.
+// It does what httputil.ReverseProxy does (hop-by-hop headers out, trailers
+// and streaming kept, a failure mid-body aborts the response) without its
+// per-request clones, client trace and context wrapping, whose cost
+// bench/README.md measures. Protocol upgrades and 1xx answers are not
+// relayed: the Dinie API has neither.
 func (h *Handler) forward(x *exchange, in *http.Request, id string, rt routing) {
 	w := &x.rec
 	// net/http's server drops, before the handler sees the request, the

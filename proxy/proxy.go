@@ -161,9 +161,9 @@ func New(cfg Config) (*Handler, error) {
 	return h, nil
 }
 
-// bufferPool recycles the buffers that copy response bodies: a fresh 32 KiB
-// per request was 70% of all bytes allocated. It holds pointers, so that
-// putting one back allocates nothing.
+// bufferPool recycles the buffers that copy response bodies, most of the
+// bytes a request would allocate. It holds pointers, so that putting one
+// back allocates nothing.
 type bufferPool struct{ pool sync.Pool }
 
 func (b *bufferPool) get() *[]byte {

@@ -22,8 +22,8 @@ type TokenSource interface {
 	Invalidate(token string) bool
 }
 
-// tokenError marks a failure to get a token, so that the ErrorHandler can
-// tell it from an upstream failure.
+// tokenError marks a failure to get a token, so that classify tells it
+// from an upstream failure.
 type tokenError struct{ err error }
 
 func (e *tokenError) Error() string { return e.err.Error() }

@@ -15,8 +15,8 @@ import (
 // A request without a body (every GET), or with one of known length, is
 // written here, each line assembled in the writer's free space:
 // Request.Write formats with fmt, sorts the header keys through a pooled
-// sorter and looks for a client trace, 5% of the sidecar's CPU per GET
-// (bench/README.md). Anything out of the ordinary goes to req.Write
+// sorter and looks for a client trace (its cost is in bench/README.md).
+// Anything out of the ordinary goes to req.Write
 // itself: a body of unknown length (chunked, or the probe of a zero
 // ContentLength), Close, CONNECT, an opaque URL, a method or Host that
 // would need checking, a URL with a control byte (req.Write refuses it), a

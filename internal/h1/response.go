@@ -145,7 +145,13 @@ func (r *response) commit(final bool) {
 		defer r.c.wmu.Unlock()
 	}
 	r.committed = true
-	req := r.req
+	r.frame(final)
+	r.writeHead()
+}
+
+// frame decides how the body is delimited (a length, chunks, or the
+// connection's end) and whether the connection closes after the answer.
+func (r *response) frame(final bool) {
 	_, trailers := r.header["Trailer"]
 	if final && r.req.Method == http.MethodHead && r.contentLength < 0 && r.headBytes > 0 {
 		// The length the answer to a GET would have, as net/http sends.
@@ -156,16 +162,13 @@ func (r *response) commit(final bool) {
 		case final && !trailers:
 			r.contentLength = int64(len(r.pending))
 			r.header["Content-Length"] = []string{strconv.Itoa(len(r.pending))}
-		case req.ProtoAtLeast(1, 1):
+		case r.req.ProtoAtLeast(1, 1):
 			r.chunked = true
 		default:
 			r.closeAfter = true // an HTTP/1.0 body of unknown length ends with the connection
 		}
 	}
-	if v := r.header["Connection"]; len(v) > 0 && containsToken(v, "close") {
-		r.closeAfter = true
-	}
-	if r.c.s.inShutdown.Load() {
+	if v := r.header["Connection"]; len(v) > 0 && containsToken(v, "close") || r.c.s.inShutdown.Load() {
 		r.closeAfter = true
 	}
 	if r.body != nil && !r.body.reusable() {
@@ -173,7 +176,11 @@ func (r *response) commit(final bool) {
 		// waits for a 100 Continue it will not get: the connection goes.
 		r.closeAfter = true
 	}
+}
 
+// writeHead writes the status line and the headers, the server's own
+// (Date, Connection, Transfer-Encoding) included.
+func (r *response) writeHead() {
 	bw := r.c.bw
 	if r.reason != "" {
 		bw.WriteString("HTTP/1.1 " + strconv.Itoa(r.status) + " " + r.reason + "\r\n")
@@ -188,7 +195,7 @@ func (r *response) commit(final bool) {
 	switch {
 	case r.closeAfter:
 		bw.WriteString("Connection: close\r\n")
-	case !req.ProtoAtLeast(1, 1):
+	case !r.req.ProtoAtLeast(1, 1):
 		bw.WriteString("Connection: keep-alive\r\n")
 	}
 	if r.chunked {

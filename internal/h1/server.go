@@ -23,16 +23,13 @@ import (
 // Server serves an http.Handler over HTTP/1.x, the counterpart of
 // Transport on the app's side.
 //
-// net/http's server starts a goroutine per request that blocks in a read
-// of the app's connection, only to learn whether the app hangs up, and
-// wakes and waits for it again at the end of every request (a deadline in
-// the past, a condition variable); it also clones and sorts the response
-// headers. For a sidecar forwarding small requests that was a quarter of
-// the instructions per request (bench/README.md). Here one goroutine per
-// connection reads each request with net/http's own parser
-// (http.ReadRequest), runs the handler and writes the answer; an app that
-// hangs up while its request waits is found by a shared watcher that peeks
-// at such connections a few times a second.
+// net/http's server starts a goroutine per request only to learn whether
+// the app hangs up, and clones and sorts the response headers, a large
+// share of a small request's cost (bench/README.md). Here one goroutine per
+// connection reads each request with net/http's parser, runs the handler
+// and writes the answer; an app that hangs up while its request waits is
+// found by a shared watcher that peeks at such connections a few times a
+// second.
 //
 // It speaks HTTP/1.0 and 1.1 only (no h2c, no upgrades), which is all an
 // app talking to a local sidecar in plain HTTP uses. Hijack is there for

@@ -23,13 +23,11 @@ import (
 // its I/O on the calling goroutine, over a pool of keep-alive connections.
 //
 // http.Transport hands every request between three goroutines (the
-// caller's, and the connection's read and write loops); for a sidecar that
-// forwards small requests to one host that hand-off was the largest cost
-// after syscalls. Here the handler's goroutine writes the request and reads
-// the response itself, with net/http's own parser (http.ReadResponse) and
-// its writer (Request.Write) for anything but the plain requests that
-// writeRequest writes as it would, so the wire format is the standard
-// library's. Use NewTransport instead for HTTP/2.
+// caller's, and the connection's read and write loops), the largest cost of
+// a small request after its system calls. Here the caller's goroutine
+// writes the request and reads the answer itself, with net/http's parser
+// and Request.Write's rules, so the wire format is the standard library's.
+// HTTP/2 needs net/http's transport.
 type Transport struct {
 	addr, host            string
 	tls                   *tls.Config // nil for plain http
@@ -220,39 +218,12 @@ func (t *Transport) exchange(ctx context.Context, pc *h1conn, req *http.Request)
 	}
 	// Let the other requests run before reading the answer: it is rarely
 	// there yet, and a read that finds nothing costs a system call and a
-	// park through the netpoller. Measured at 16 connections: failed reads
-	// per request 1.9 -> 0.9, CPU per request -10%, p99 no worse. (Yielding
-	// again before the app's next request removed nearly all of them, but
-	// tripled p99: a yielded goroutine waits on the global run queue.)
+	// park through the netpoller (measured in bench/README.md).
 	runtime.Gosched()
-	pc.lr.remain = maxResponseHeaderBytes
-	if _, err := pc.br.Peek(1); err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			// The upstream has the request and is slow with it (or the
-			// context poisoned the deadline): sending it again would make
-			// it do the work twice.
-			return fail(err)
-		}
-		return fail(errNothingRead{err})
+	resp, err := readResponse(pc, req)
+	if err != nil {
+		return fail(err)
 	}
-	var resp *http.Response
-	for {
-		var err error
-		if resp, err = http.ReadResponse(pc.br, req); err != nil {
-			if pc.lr.remain <= 0 {
-				err = fmt.Errorf("h1: upstream response headers exceeded %d bytes: %w", maxResponseHeaderBytes, err)
-			}
-			return fail(err)
-		}
-		// 1xx answers (100 Continue, 103 Early Hints) precede the real one.
-		if resp.StatusCode < 100 || resp.StatusCode >= 200 {
-			break
-		}
-		if resp.StatusCode == http.StatusSwitchingProtocols {
-			return fail(errUpgrade)
-		}
-	}
-	pc.lr.remain = math.MaxInt64
 	// A body that is all in the buffer is read without the connection,
 	// so the deadline may stay for the next request; any other must be
 	// free to take as long as it takes (a stream of events).
@@ -266,6 +237,37 @@ func (t *Transport) exchange(ctx context.Context, pc *h1conn, req *http.Request)
 	}
 	resp.Body = body
 	return resp, nil
+}
+
+// readResponse reads the answer's head, past any 1xx (100 Continue, 103
+// Early Hints).
+func readResponse(pc *h1conn, req *http.Request) (*http.Response, error) {
+	pc.lr.remain = maxResponseHeaderBytes
+	defer func() { pc.lr.remain = math.MaxInt64 }()
+	if _, err := pc.br.Peek(1); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The upstream has the request and is slow with it (or the
+			// context poisoned the deadline): sending it again would make
+			// it do the work twice.
+			return nil, err
+		}
+		return nil, errNothingRead{err}
+	}
+	for {
+		resp, err := http.ReadResponse(pc.br, req)
+		if err != nil {
+			if pc.lr.remain <= 0 {
+				err = fmt.Errorf("h1: upstream response headers exceeded %d bytes: %w", maxResponseHeaderBytes, err)
+			}
+			return nil, err
+		}
+		switch {
+		case resp.StatusCode == http.StatusSwitchingProtocols:
+			return nil, errUpgrade
+		case resp.StatusCode < 100 || resp.StatusCode >= 200:
+			return resp, nil
+		}
+	}
 }
 
 // bodyBuffered reports whether resp's body is wholly in br already.
@@ -394,8 +396,7 @@ func (t *Transport) dial(ctx context.Context) (*h1conn, error) {
 		under:  under,
 		poison: func() { conn.SetDeadline(longAgo) },
 		// The writer is larger than the reader because TLS writes a
-		// record, and the kernel a packet, per flush (with 4 KiB, 64 KiB
-		// POSTs cost 70% more CPU).
+		// record, and the kernel a packet, per flush.
 		bw: bufio.NewWriterSize(conn, 16<<10),
 	}
 	// Response headers fit in 4 KiB and bodies are read in 32 KiB chunks
