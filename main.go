@@ -118,6 +118,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// The token endpoint is called once an hour: net/http's transport serves
 	// it. Requests go through the configured one.
+	ic, err := newInterception(cfg, log, reg)
+	if err != nil {
+		return err
+	}
 	transportCfg := proxy.TransportConfig{ResponseHeaderTimeout: cfg.upstreamTimeout, RootCAs: cfg.rootCAs}
 	standard := proxy.NewTransport(transportCfg)
 	var upstream http.RoundTripper = standard
@@ -152,6 +156,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Registerer:      reg,
 		ListenAddr:      proxyLn.Addr().String(),
 		Tunnels:         tunnels,
+		Intercept:       ic.tlsConfig(),
+		InterceptCAFile: ic.caFile(),
+		Passthrough:     ic.passthrough,
 	})
 	if err != nil {
 		return err
@@ -185,6 +192,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer stopCache()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return cache.Run(cacheCtx) })
+	g.Go(func() error { return ic.run(cacheCtx) })
 	for _, s := range servers {
 		g.Go(func() error {
 			if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
@@ -205,6 +213,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				s.srv.Close()
 			}
 		}
+		ic.shutdown(shutdownCtx, log)
 		stopCache()
 		return nil
 	})
