@@ -29,10 +29,12 @@ var (
 var wantAlerts = []string{
 	"DinieProxyDown",
 	"DinieProxyHighErrorRate",
+	"DinieProxyInterceptLeafExpiringSoon",
 	"DinieProxyNotReady",
 	"DinieProxyRateLimitLow",
 	"DinieProxyTokenExpiringSoon",
 	"DinieProxyTokenFetchFailing",
+	"DinieProxyTunnelHandshakesFailing",
 	"DinieProxyUpstream401RetriesHigh",
 }
 
@@ -43,6 +45,8 @@ var wantDashboardMetrics = []string{
 	"dinie_proxy_requests_in_flight",
 	"dinie_proxy_token_expiry_timestamp_seconds",
 	"dinie_proxy_token_fetches_total",
+	"dinie_proxy_tunnels_total",
+	"dinie_proxy_intercept_leaf_expiry_timestamp_seconds",
 }
 
 var promqlParser = parser.NewParser(parser.Options{})
