@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -113,8 +114,13 @@ func FuzzRoute(f *testing.F) {
 	}
 	f.Add("CONNECT", "api.dinie.com.br:443", false)
 	f.Add("CONNECT", "api.dinie.com.br:80", false)
+	f.Add("CONNECT", "x.example.com:443", false)
+	f.Add("CONNECT", "10.0.0.1:443", false)
 	upstream, _ := url.Parse("https://api.dinie.com.br/api/v3")
-	rt := newRouter(upstream, "127.0.0.1:8080", false, nil)
+	// With interception and a passthrough pattern: the properties hold
+	// with both, and each opens only what it should.
+	hosts, _ := parsePassthrough([]string{"*.example.com"})
+	rt := newRouter(upstream, "127.0.0.1:8080", true, hosts)
 	f.Fuzz(func(t *testing.T, method, target string, inTunnel bool) {
 		var u *url.URL
 		if method == http.MethodConnect {
@@ -142,6 +148,16 @@ func FuzzRoute(f *testing.F) {
 		case routePlainTunnel:
 			if method != http.MethodConnect || inTunnel || !strings.EqualFold(target, "api.dinie.com.br:80") {
 				t.Errorf("opened a tunnel for %s %q", method, target)
+			}
+		case routeInterceptTunnel:
+			if method != http.MethodConnect || inTunnel || !strings.EqualFold(target, "api.dinie.com.br:443") {
+				t.Errorf("intercepted %s %q", method, target)
+			}
+		case routePassthrough:
+			host, port, _ := net.SplitHostPort(target)
+			if method != http.MethodConnect || inTunnel || port != "443" || net.ParseIP(host) != nil ||
+				!strings.HasSuffix(strings.ToLower(strings.TrimSuffix(host, ".")), ".example.com") {
+				t.Errorf("relayed %s %q untouched", method, target)
 			}
 		case routeTokenRequest:
 			if method != http.MethodPost {
