@@ -22,6 +22,7 @@ rounds=${BENCH_ROUNDS:-2}
 load_cpu=${BENCH_LOAD_CPU:-0}
 proxy_cpu=${BENCH_PROXY_CPU:-1}
 next_port=${BENCH_PORT_BASE:-18800}
+upstream_port='' nginx_port='' sidecar_port='' admin_port='' # set by free_port
 clk_tck=$(getconf CLK_TCK)
 started=$SECONDS
 
