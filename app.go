@@ -26,11 +26,12 @@ import (
 // listeners, bound first so that a busy port fails the start, and the
 // servers, token cache and handler behind them.
 type app struct {
-	cfg      config
-	log      *zap.Logger
-	cache    *tokencache.Cache
-	servers  []served // shut down in this order
-	draining atomic.Bool
+	cfg          config
+	log          *zap.Logger
+	cache        *tokencache.Cache
+	interception *interception
+	servers      []served // shut down in this order
+	draining     atomic.Bool
 	// listeners are closed by close, whatever happened; Shutdown has
 	// usually closed them already.
 	listeners []net.Listener
@@ -77,6 +78,11 @@ func newApp(cfg config, opts options, log *zap.Logger, stdout io.Writer) (_ *app
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The CA's files are written before the admin server, and with it
+	// /readyz, starts.
+	if a.interception, err = newInterception(cfg, log, reg); err != nil {
+		return nil, err
+	}
 	// The token endpoint is called once an hour: net/http's transport serves
 	// it. Requests go through the configured one.
 	standard := standardTransport(cfg)
@@ -118,6 +124,9 @@ func newApp(cfg config, opts options, log *zap.Logger, stdout io.Writer) (_ *app
 		Registerer:        reg,
 		ListenAddr:        proxyLn.Addr().String(),
 		Tunnels:           tunnels,
+		Intercept:         a.interception.tlsConfig(),
+		InterceptCAFile:   a.interception.caFile(),
+		Passthrough:       a.interception.passthrough,
 	})
 	if err != nil {
 		return nil, err
@@ -171,6 +180,7 @@ func (a *app) serve(ctx context.Context) error {
 	defer stopCache()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.cache.Run(cacheCtx) })
+	g.Go(func() error { return a.interception.run(cacheCtx) })
 	for _, s := range a.servers {
 		g.Go(func() error {
 			if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
@@ -199,6 +209,7 @@ func (a *app) shutdown() {
 			s.srv.Close()
 		}
 	}
+	a.interception.shutdown(ctx, a.log)
 }
 
 // standardTransport is net/http's transport as a sidecar needs it: every

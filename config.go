@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/spf13/viper"
+
+	"github.com/dinie/dinie-auth-proxy/proxy"
 )
 
 // config is the validated configuration. Only this file knows viper; the
@@ -40,6 +42,16 @@ type config struct {
 	logLevel         string
 	logFormat        string
 	shutdownTimeout  time.Duration
+	intercept        interceptConfig
+}
+
+// interceptConfig is intercept.*: the CA of TLS interception, and the hosts
+// whose tunnels are relayed untouched.
+type interceptConfig struct {
+	enabled               bool
+	caDir, keyDir         string
+	caCertFile, caKeyFile string
+	passthrough           []string
 }
 
 // key is one configuration key, as the README lists them.
@@ -66,6 +78,12 @@ var keys = []key{
 	{name: "listen.proxy_server", def: "http1", usage: "http1: the proxy's own HTTP/1.1 server, fastest; standard: net/http's server"},
 	{name: "listen.admin", def: "127.0.0.1:9090", usage: "address of /metrics, /healthz and /readyz"},
 	{name: "limits.max_in_flight", def: "1024", usage: "requests served at once; one more gets 503 overloaded at once, never queued"},
+	{name: "intercept.enabled", def: "false", usage: "accept CONNECT to the upstream host's TLS port and intercept its TLS with the proxy's own CA (apps that keep https:// URLs)"},
+	{name: "intercept.ca_dir", usage: "directory the app reads, where ca.crt, bundle.pem and truststore.p12 are written; required when intercept.enabled unless intercept.ca_cert_file"},
+	{name: "intercept.key_dir", usage: "directory only the proxy reads, keeping the intermediate CA's key (mode 0600) so that a restart reuses the CA"},
+	{name: "intercept.ca_cert_file", usage: "a name-constrained CA certificate (PEM, chain after it) to issue from instead of creating one"},
+	{name: "intercept.ca_key_file", usage: "the private key of intercept.ca_cert_file"},
+	{name: "intercept.passthrough", usage: "comma-separated host patterns (api.stripe.com, *.amazonaws.com, *, host:port) whose CONNECT tunnels are relayed untouched; no port means 443"},
 	{name: "log.level", def: "info", usage: "debug, info, warn or error"},
 	{name: "log.format", def: "json", usage: "json or console"},
 	{name: "shutdown.timeout", def: "25s", usage: "how long in-flight requests may finish after SIGTERM"},
@@ -152,6 +170,7 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 			"upstream.url": "http://127.0.0.1/api/v3", "upstream.ca_file": "", "auth.token_url": "",
 			"auth.client_id": demoClientID, "auth.client_id_file": "",
 			"auth.client_secret": demoClientSecret, "auth.client_secret_file": "",
+			"intercept.enabled": "false",
 		} {
 			v.Set(k, val)
 		}
@@ -261,10 +280,57 @@ func validate(v *viper.Viper) (config, error) {
 	if cfg.logFormat != "json" && cfg.logFormat != "console" {
 		check(invalid("log.format", "%q is not json or console", cfg.logFormat))
 	}
+	cfg.intercept, err = interceptKeys(v, cfg.upstreamURL)
+	check(err)
 	if first != nil {
 		return config{}, first
 	}
 	return cfg, nil
+}
+
+// interceptKeys validates intercept.*. What only the CA can check (a
+// supplied CA's constraints, key_dir apart from ca_dir) it checks at
+// start-up, naming the key as well.
+func interceptKeys(v *viper.Viper, upstream *url.URL) (interceptConfig, error) {
+	ic := interceptConfig{
+		caDir: lookup(v, "intercept.ca_dir"), keyDir: lookup(v, "intercept.key_dir"),
+		caCertFile: lookup(v, "intercept.ca_cert_file"), caKeyFile: lookup(v, "intercept.ca_key_file"),
+	}
+	enabled, err := strconv.ParseBool(lookup(v, "intercept.enabled"))
+	if err != nil {
+		return ic, invalid("intercept.enabled", "%q is not true or false", lookup(v, "intercept.enabled"))
+	}
+	ic.enabled = enabled
+	// A YAML list or a comma-separated string.
+	var patterns []string
+	switch list := v.Get("intercept.passthrough").(type) {
+	case []any:
+		for _, p := range list {
+			patterns = append(patterns, fmt.Sprint(p))
+		}
+	default:
+		patterns = strings.Split(lookup(v, "intercept.passthrough"), ",")
+	}
+	for _, p := range patterns {
+		if p = strings.TrimSpace(p); p != "" {
+			ic.passthrough = append(ic.passthrough, p)
+		}
+	}
+	if err := proxy.CheckPassthrough(ic.passthrough); err != nil {
+		return ic, invalid("intercept.passthrough", "%v", err)
+	}
+	if !enabled {
+		return ic, nil
+	}
+	switch {
+	case (ic.caCertFile == "") != (ic.caKeyFile == ""):
+		return ic, invalid("intercept.ca_key_file", "set both intercept.ca_cert_file and intercept.ca_key_file, or neither")
+	case ic.caDir == "" && ic.caCertFile == "":
+		return ic, invalid("intercept.ca_dir", "required when intercept.enabled is true and intercept.ca_cert_file is not set")
+	case upstream != nil && net.ParseIP(upstream.Hostname()) != nil:
+		return ic, invalid("upstream.url", "interception needs a host name, not the IP address %s: the CA can sign for one DNS name only", upstream.Hostname())
+	}
+	return ic, nil
 }
 
 func httpURL(k, raw string) (*url.URL, error) {

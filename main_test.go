@@ -230,9 +230,21 @@ func testEndToEnd(t *testing.T, server, transport string) {
 // -update to rewrite it.
 func TestMetricsListMatchesDeploy(t *testing.T) {
 	d := newFakeDinie(t)
-	r := start(t, d.env())
+	// Interception on, so that its gauge is scraped too: it needs the
+	// upstream by name (the fake's certificate does not name localhost, so
+	// /customers gets a 502; the token comes from the fake by address).
+	env := d.env(
+		"DINIE_PROXY_UPSTREAM_URL", "https://localhost"+strings.TrimPrefix(d.URL, "https://127.0.0.1")+"/api/v3",
+		"DINIE_PROXY_AUTH_TOKEN_URL", d.URL+"/api/v3/auth/token",
+		"DINIE_PROXY_INTERCEPT_ENABLED", "true",
+		"DINIE_PROXY_INTERCEPT_CA_DIR", t.TempDir())
+	r := start(t, env)
 	waitReady(t, r)
 	httpGet(t, r.proxy+"/customers")
+	resp, _ := rawCONNECT(t, r, "evil.example:443")
+	if resp.StatusCode != 403 {
+		t.Fatalf("CONNECT evil.example:443: %d", resp.StatusCode)
+	}
 	_, metrics := httpGet(t, r.admin+"/metrics")
 	var names []string
 	for line := range strings.Lines(metrics) {

@@ -29,11 +29,13 @@ var (
 var wantAlerts = []string{
 	"DinieProxyDown",
 	"DinieProxyHighErrorRate",
+	"DinieProxyInterceptLeafExpiringSoon",
 	"DinieProxyNotReady",
 	"DinieProxyOverloaded",
 	"DinieProxyRateLimitLow",
 	"DinieProxyTokenExpiringSoon",
 	"DinieProxyTokenFetchFailing",
+	"DinieProxyTunnelHandshakesFailing",
 	"DinieProxyUpstream401RetriesHigh",
 }
 
@@ -45,6 +47,8 @@ var wantDashboardMetrics = []string{
 	"dinie_proxy_overloaded_total",
 	"dinie_proxy_token_expiry_timestamp_seconds",
 	"dinie_proxy_token_fetches_total",
+	"dinie_proxy_tunnels_total",
+	"dinie_proxy_intercept_leaf_expiry_timestamp_seconds",
 }
 
 var promqlParser = parser.NewParser(parser.Options{})

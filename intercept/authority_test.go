@@ -356,8 +356,8 @@ func TestSystemRoots(t *testing.T) {
 	}
 }
 
-// TestTrustFiles: bundle.pem is the system roots plus ca.crt; truststore.p12
-// decodes back to ca.crt, and keytool lists it when a JDK is installed.
+// TestTrustFiles: bundle.pem and truststore.p12 both hold the system roots
+// plus ca.crt, and keytool lists the store when a JDK is installed.
 func TestTrustFiles(t *testing.T) {
 	d := newTestDirs(t)
 	mustNew(t, d.config(nil))
@@ -384,8 +384,8 @@ func TestTrustFiles(t *testing.T) {
 	if err != nil {
 		t.Fatalf("DecodeTrustStore: %v", err)
 	}
-	if len(certs) != 1 || !certs[0].Equal(root) {
-		t.Fatalf("truststore.p12 holds %d certificates, want ca.crt alone", len(certs))
+	if len(certs) != 2 || !certs[0].Equal(d.systemRoot) || !certs[1].Equal(root) {
+		t.Fatalf("truststore.p12 holds %d certificates, want the system root then ca.crt", len(certs))
 	}
 
 	keytool, err := exec.LookPath("keytool")
@@ -393,7 +393,7 @@ func TestTrustFiles(t *testing.T) {
 		t.Skip("keytool not on PATH: Java's reading of truststore.p12 not checked")
 	}
 	out, err := exec.Command(keytool, "-list", "-keystore", p12, "-storetype", "PKCS12", "-storepass", "").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "1 entry") || !strings.Contains(string(out), "trustedCertEntry") {
+	if err != nil || !strings.Contains(string(out), "2 entries") || !strings.Contains(string(out), "trustedCertEntry") {
 		t.Fatalf("keytool -list: %v\n%s", err, out)
 	}
 }

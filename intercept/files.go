@@ -59,6 +59,11 @@ func writeTrustFiles(caDir string, anchor *x509.Certificate, rootsFile string, l
 		rootsFile = findSystemRoots(os.Getenv, systemCertFiles, filepath.Join(caDir, BundleName))
 	}
 	var bundle bytes.Buffer
+	// truststore.p12 holds the same roots as bundle.pem: Java's
+	// -Djavax.net.ssl.trustStore replaces its default store, so a store with
+	// ca.crt alone would break every other HTTPS call the app makes
+	// (passthrough tunnels included).
+	var entries []pkcs12.TrustStoreEntry
 	if rootsFile == "" {
 		log.Warn("no system root bundle found; bundle.pem trusts only the interception CA, so apps that use it reach no other HTTPS site")
 	} else {
@@ -74,14 +79,20 @@ func writeTrustFiles(caDir string, anchor *x509.Certificate, rootsFile string, l
 			if block == nil {
 				break
 			}
-			if block.Type == "CERTIFICATE" {
-				_ = pem.Encode(&bundle, &pem.Block{Type: block.Type, Bytes: block.Bytes})
+			if block.Type != "CERTIFICATE" {
+				continue
+			}
+			_ = pem.Encode(&bundle, &pem.Block{Type: block.Type, Bytes: block.Bytes})
+			if c, err := x509.ParseCertificate(block.Bytes); err == nil {
+				// Aliases must be unique in a Java key store; subjects need not be.
+				entries = append(entries, pkcs12.TrustStoreEntry{Cert: c, FriendlyName: fmt.Sprintf("system-%d: %s", len(entries), c.Subject)})
 			}
 		}
 	}
 	bundle.Write(certPEM(anchor))
 
-	p12, err := pkcs12.Passwordless.EncodeTrustStore([]*x509.Certificate{anchor}, "")
+	entries = append(entries, pkcs12.TrustStoreEntry{Cert: anchor, FriendlyName: "dinie-auth-proxy-ca"})
+	p12, err := pkcs12.Passwordless.EncodeTrustStoreEntries(entries, "")
 	if err != nil {
 		return fmt.Errorf("intercept: encode %s: %w", TrustStoreName, err)
 	}

@@ -14,6 +14,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math"
@@ -87,6 +88,20 @@ type Config struct {
 	// port, for a server to serve with TunnelHandler. Nil means such a
 	// CONNECT is refused like one to the TLS port.
 	Tunnels *Tunnels
+
+	// Intercept, when set, is the server side of intercepted tunnels: a
+	// CONNECT to the upstream's TLS port is answered 200, its TLS
+	// terminated with this config and the requests inside served through
+	// Tunnels. One config for every tunnel (its session ticket keys let
+	// clients resume). Nil refuses such a CONNECT with 405.
+	Intercept *tls.Config
+	// InterceptCAFile is the ca.crt apps must trust, named in the hint a
+	// failed handshake logs.
+	InterceptCAFile string
+
+	// Passthrough relays the CONNECT tunnels to the hosts it lists,
+	// untouched. Nil refuses them with 403.
+	Passthrough *Passthrough
 }
 
 // Handler forwards requests to the upstream with the token injected. Create
@@ -95,6 +110,9 @@ type Handler struct {
 	upstream        *url.URL
 	router          *router
 	tunnels         *Tunnels
+	intercept       *tls.Config
+	handshakeHint   string
+	passthrough     *Passthrough
 	prefix          string // upstream path prefix, without a trailing slash
 	escapedPrefix   string
 	upstreamTimeout time.Duration
@@ -133,10 +151,17 @@ func New(cfg Config) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	var passthrough hostPatterns
+	if cfg.Passthrough != nil {
+		passthrough = cfg.Passthrough.hosts
+	}
 	h := &Handler{
 		upstream:        cfg.Upstream,
-		router:          newRouter(cfg.Upstream, cfg.ListenAddr),
+		router:          newRouter(cfg.Upstream, cfg.ListenAddr, cfg.Intercept != nil, passthrough),
 		tunnels:         cfg.Tunnels,
+		intercept:       cfg.Intercept,
+		handshakeHint:   handshakeHint(cfg.InterceptCAFile),
+		passthrough:     cfg.Passthrough,
 		prefix:          strings.TrimSuffix(cfg.Upstream.Path, "/"),
 		escapedPrefix:   strings.TrimSuffix(cfg.Upstream.EscapedPath(), "/"),
 		upstreamTimeout: cfg.UpstreamTimeout,
@@ -279,6 +304,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, inTunnel bool) {
 		h.answerTokenRequest(rec)
 	case routePlainTunnel:
 		h.openTunnel(rec, r)
+	case routeInterceptTunnel:
+		h.openInterceptTunnel(rec, r)
+	case routePassthrough:
+		h.openPassthrough(rec, r)
 	case refuseConnect, refuseHost:
 		h.refuse(rec, rt, r)
 	case asteriskForm:
@@ -521,7 +550,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		tunnels: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dinie_proxy_tunnels_total",
-			Help: "CONNECT requests by result: plain (a tunnel to the upstream's HTTP port), refused.",
+			Help: "CONNECT requests by result: intercepted, plain (a tunnel to the upstream's HTTP port), passthrough, refused, handshake_failed.",
 		}, []string{"result"}),
 		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dinie_proxy_overloaded_total",

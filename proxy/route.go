@@ -12,13 +12,15 @@ import (
 type routing int
 
 const (
-	routeBaseURL      routing = iota // origin-form, or absolute-form for the proxy itself: the app uses us as its base URL
-	routeAbsolute                    // absolute-form for the upstream host: the app uses us as HTTP_PROXY
-	routeTokenRequest                // the app's own token request (a Dinie SDK's): answered here, never forwarded
-	routePlainTunnel                 // CONNECT to the upstream's plain-HTTP port: served inside like absolute-form
-	refuseConnect                    // CONNECT to the upstream's TLS port: TLS could not carry an injected header
-	refuseHost                       // any other host or port: never an open relay
-	asteriskForm                     // "*": about this server (OPTIONS), never a resource upstream
+	routeBaseURL         routing = iota // origin-form, or absolute-form for the proxy itself: the app uses us as its base URL
+	routeAbsolute                       // absolute-form for the upstream host: the app uses us as HTTP_PROXY
+	routeTokenRequest                   // the app's own token request (a Dinie SDK's): answered here, never forwarded
+	routePlainTunnel                    // CONNECT to the upstream's plain-HTTP port: served inside like absolute-form
+	routeInterceptTunnel                // CONNECT to the upstream's TLS port with interception: TLS terminated, then as a plain tunnel
+	routePassthrough                    // CONNECT to a host intercept.passthrough lists: bytes relayed untouched
+	refuseConnect                       // CONNECT to the upstream's TLS port without interception: TLS could not carry an injected header
+	refuseHost                          // any other host or port: never an open relay
+	asteriskForm                        // "*": about this server (OPTIONS), never a resource upstream
 )
 
 // router holds what routing compares a request with, worked out once.
@@ -34,10 +36,14 @@ type router struct {
 	// tokenPaths are where the app's token requests go: Dinie's token path
 	// under the base URL's prefix and at the root.
 	tokenPaths [2]string
+	// intercept says a CONNECT to tlsPort is intercepted rather than
+	// refused; passthrough lists the other hosts whose tunnels are relayed.
+	intercept   bool
+	passthrough hostPatterns
 }
 
-func newRouter(upstream *url.URL, listenAddr string) *router {
-	rt := &router{upstream: upstream, plainPort: "80", tlsPort: "443"}
+func newRouter(upstream *url.URL, listenAddr string, intercept bool, passthrough hostPatterns) *router {
+	rt := &router{upstream: upstream, plainPort: "80", tlsPort: "443", intercept: intercept, passthrough: passthrough}
 	port := upstream.Port()
 	if port == "" {
 		port = defaultPort(upstream.Scheme)
@@ -84,16 +90,27 @@ func (rt *router) route(r *http.Request, inTunnel bool) routing {
 	return mode
 }
 
-// connect classifies a CONNECT to authority (host:port).
+// connect classifies a CONNECT to authority (host:port). The upstream host
+// is never relayed untouched, whatever the passthrough patterns say: its
+// TLS port is intercepted, or refused with a 405 that says what to do.
 func (rt *router) connect(authority string) routing {
 	host, port, err := net.SplitHostPort(authority)
-	if err != nil || !strings.EqualFold(host, rt.upstream.Hostname()) {
+	if err != nil {
+		return refuseHost
+	}
+	if !strings.EqualFold(host, rt.upstream.Hostname()) {
+		if rt.passthrough.match(host, port) {
+			return routePassthrough
+		}
 		return refuseHost
 	}
 	switch port {
 	case rt.plainPort:
 		return routePlainTunnel
 	case rt.tlsPort:
+		if rt.intercept {
+			return routeInterceptTunnel
+		}
 		return refuseConnect
 	}
 	return refuseHost

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -9,7 +10,7 @@ import (
 
 func TestRoute(t *testing.T) {
 	upstream, _ := url.Parse("https://api.dinie.com.br/api/v3")
-	rt := newRouter(upstream, "127.0.0.1:8080")
+	rt := newRouter(upstream, "127.0.0.1:8080", false, nil)
 	tests := []struct {
 		method, target string
 		inTunnel       bool
@@ -80,7 +81,7 @@ func TestRouteTunnelPortsFollowTheUpstreamsScheme(t *testing.T) {
 	} {
 		up, _ := url.Parse(tt.upstream)
 		r := &http.Request{Method: "CONNECT", URL: &url.URL{Host: tt.connect}}
-		if got := newRouter(up, "").route(r, false); got != tt.want {
+		if got := newRouter(up, "", false, nil).route(r, false); got != tt.want {
 			t.Errorf("upstream %s: CONNECT %s = %d, want %d", tt.upstream, tt.connect, got, tt.want)
 		}
 	}
@@ -113,8 +114,13 @@ func FuzzRoute(f *testing.F) {
 	}
 	f.Add("CONNECT", "api.dinie.com.br:443", false)
 	f.Add("CONNECT", "api.dinie.com.br:80", false)
+	f.Add("CONNECT", "x.example.com:443", false)
+	f.Add("CONNECT", "10.0.0.1:443", false)
 	upstream, _ := url.Parse("https://api.dinie.com.br/api/v3")
-	rt := newRouter(upstream, "127.0.0.1:8080")
+	// With interception and a passthrough pattern: the properties hold
+	// with both, and each opens only what it should.
+	hosts, _ := parsePassthrough([]string{"*.example.com"})
+	rt := newRouter(upstream, "127.0.0.1:8080", true, hosts)
 	f.Fuzz(func(t *testing.T, method, target string, inTunnel bool) {
 		var u *url.URL
 		if method == http.MethodConnect {
@@ -143,10 +149,66 @@ func FuzzRoute(f *testing.F) {
 			if method != http.MethodConnect || inTunnel || !strings.EqualFold(target, "api.dinie.com.br:80") {
 				t.Errorf("opened a tunnel for %s %q", method, target)
 			}
+		case routeInterceptTunnel:
+			if method != http.MethodConnect || inTunnel || !strings.EqualFold(target, "api.dinie.com.br:443") {
+				t.Errorf("intercepted %s %q", method, target)
+			}
+		case routePassthrough:
+			host, port, _ := net.SplitHostPort(target)
+			if method != http.MethodConnect || inTunnel || port != "443" || net.ParseIP(host) != nil ||
+				!strings.HasSuffix(strings.ToLower(strings.TrimSuffix(host, ".")), ".example.com") {
+				t.Errorf("relayed %s %q untouched", method, target)
+			}
 		case routeTokenRequest:
 			if method != http.MethodPost {
 				t.Errorf("answered %s %q as a token request", method, target)
 			}
 		}
 	})
+}
+
+func TestRouteInterceptAndPassthrough(t *testing.T) {
+	upstream, _ := url.Parse("https://api.dinie.com.br/api/v3")
+	hosts, err := parsePassthrough([]string{"*", "10.0.0.5:5432", "*.example.com:8443", "[::1]:443"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exact, _ := parsePassthrough([]string{"api.stripe.com", "*.amazonaws.com"})
+	for _, tt := range []struct {
+		intercept bool
+		hosts     hostPatterns
+		connect   string
+		want      routing
+	}{
+		{true, nil, "api.dinie.com.br:443", routeInterceptTunnel},
+		{true, nil, "API.dinie.com.br:443", routeInterceptTunnel},
+		{true, nil, "api.dinie.com.br:80", routePlainTunnel},
+		{true, nil, "api.dinie.com.br:8443", refuseHost},
+		{true, nil, "evil.example:443", refuseHost},
+		{false, nil, "api.dinie.com.br:443", refuseConnect},
+		// The upstream host is never relayed untouched, even by "*".
+		{true, hosts, "api.dinie.com.br:443", routeInterceptTunnel},
+		{false, hosts, "api.dinie.com.br:443", refuseConnect},
+		{false, hosts, "api.dinie.com.br:8443", refuseHost},
+		// "*" covers names on 443, not IP literals or other ports.
+		{false, hosts, "anything.example:443", routePassthrough},
+		{false, hosts, "anything.example:80", refuseHost},
+		{false, hosts, "10.0.0.6:443", refuseHost},
+		{false, hosts, "10.0.0.5:5432", routePassthrough},
+		{false, hosts, "10.0.0.5:443", refuseHost},
+		{false, hosts, "[::1]:443", routePassthrough},
+		{false, hosts, "a.b.example.com:8443", routePassthrough},
+		{false, exact, "api.stripe.com:443", routePassthrough},
+		{false, exact, "API.STRIPE.COM.:443", routePassthrough},
+		{false, exact, "x.api.stripe.com:443", refuseHost},
+		{false, exact, "s3.amazonaws.com:443", routePassthrough},
+		{false, exact, "amazonaws.com:443", refuseHost},
+		{false, exact, "evilamazonaws.com:443", refuseHost},
+		{false, exact, "api.stripe.com:8443", refuseHost},
+	} {
+		r := &http.Request{Method: "CONNECT", URL: &url.URL{Host: tt.connect}}
+		if got := newRouter(upstream, "", tt.intercept, tt.hosts).route(r, false); got != tt.want {
+			t.Errorf("intercept %v, %d patterns: CONNECT %s = %d, want %d", tt.intercept, len(tt.hosts), tt.connect, got, tt.want)
+		}
+	}
 }

@@ -68,12 +68,17 @@ func (t *Tunnels) hand(c net.Conn) bool {
 
 // TunnelHandler serves the requests inside tunnels: they are in origin form
 // with the upstream's Host, and are served exactly as absolute-form requests
-// for that host are; a request for another host is refused.
+// for that host are; a request for another host is refused. Inside an
+// intercepted tunnel (r.TLS set by the server) the scheme is https, so that
+// the Host's port is compared with 443.
 func (h *Handler) TunnelHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodConnect && !r.URL.IsAbs() {
 			u := *r.URL
 			u.Scheme, u.Host = "http", r.Host
+			if r.TLS != nil {
+				u.Scheme = "https"
+			}
 			r2 := *r
 			r2.URL = &u
 			r = &r2
@@ -89,12 +94,26 @@ func (h *Handler) openTunnel(rec *recorder, r *http.Request) {
 		h.refuse(rec, refuseConnect, r)
 		return
 	}
+	conn, ok := h.establish(rec)
+	if !ok {
+		return
+	}
+	if !h.tunnels.hand(conn) {
+		conn.Close() // shutting down
+		return
+	}
+	h.metrics.tunnels.WithLabelValues("plain").Inc()
+}
+
+// establish takes the connection over and answers 200: what follows is the
+// tunnel's. false means there is no tunnel, and the answer is written.
+func (h *Handler) establish(rec *recorder) (net.Conn, bool) {
 	conn, brw, err := http.NewResponseController(rec.ResponseWriter).Hijack()
 	if err != nil {
 		h.metrics.tunnels.WithLabelValues("refused").Inc()
 		writeProblem(rec, http.StatusInternalServerError, CodeConnectNotSupported,
 			"this server cannot open tunnels: "+err.Error())
-		return
+		return nil, false
 	}
 	// The outer server's deadlines were for reading a request's head; the
 	// tunnel's server sets its own.
@@ -103,7 +122,7 @@ func (h *Handler) openTunnel(rec *recorder, r *http.Request) {
 	brw.WriteString("HTTP/1.1 200 Connection established\r\n\r\n")
 	if err := brw.Flush(); err != nil {
 		conn.Close()
-		return
+		return nil, false
 	}
 	if n := brw.Reader.Buffered(); n > 0 {
 		// The client did not wait for our 200: what it sent already is the
@@ -111,11 +130,7 @@ func (h *Handler) openTunnel(rec *recorder, r *http.Request) {
 		early, _ := brw.Reader.Peek(n)
 		conn = &prereadConn{Conn: conn, r: io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn)}
 	}
-	if !h.tunnels.hand(conn) {
-		conn.Close() // shutting down
-		return
-	}
-	h.metrics.tunnels.WithLabelValues("plain").Inc()
+	return conn, true
 }
 
 // prereadConn is a connection with bytes already read from it in front.
@@ -163,7 +178,7 @@ func (h *Handler) refuse(rec *recorder, why routing, r *http.Request) {
 	case refuseConnect:
 		status, code = http.StatusMethodNotAllowed, CodeConnectNotSupported
 		reason = "Use http:// with HTTP_PROXY, or the proxy as base URL"
-		detail = "CONNECT to the upstream's TLS port tunnels TLS, which cannot carry an injected token: use the http scheme with HTTP_PROXY, or this proxy as the base URL"
+		detail = "CONNECT to the upstream's TLS port tunnels TLS, which cannot carry an injected token: use the http scheme with HTTP_PROXY, this proxy as the base URL, or enable intercept.enabled"
 	default:
 		status, code = http.StatusForbidden, CodeHostNotAllowed
 		reason = "Only " + h.upstream.Hostname() + " goes through this proxy; add other hosts to NO_PROXY"

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"math"
@@ -223,6 +224,12 @@ func (s *Server) newConn(rwc net.Conn) *serverConn {
 	c.lr.r, c.lr.remain = rwc, c.headerLimit
 	c.br = bufio.NewReaderSize(&c.lr, 4<<10)
 	c.res.header = make(http.Header, 8)
+	if tc, ok := rwc.(*tls.Conn); ok {
+		// An intercepted tunnel, handshake done: its state is the same for
+		// every request on it, so it is taken once, as net/http does.
+		st := tc.ConnectionState()
+		c.tlsState = &st
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.inShutdown.Load() {
@@ -243,6 +250,7 @@ type serverConn struct {
 	s           *Server
 	rwc         net.Conn
 	remoteAddr  string
+	tlsState    *tls.ConnectionState // set for a *tls.Conn: every request's TLS
 	lr          limitReader
 	br          *bufio.Reader
 	bw          *bufio.Writer // from s.writers, from a request's first byte to its answer
@@ -440,6 +448,7 @@ func (c *serverConn) readRequest() (*http.Request, *requestContext, error) {
 	ctx := newRequestContext()
 	req = req.WithContext(ctx)
 	req.RemoteAddr = c.remoteAddr
+	req.TLS = c.tlsState
 	return req, ctx, nil
 }
 

@@ -22,8 +22,8 @@ console.log(await res.text());
 function request(mode, url) {
   switch (mode) {
     case 'proxyagent': // what apps pass as dispatcher: the proxy named in code
-      return undiciFetch(url, { dispatcher: new ProxyAgent(process.env.HTTP_PROXY) });
-    case 'envproxyagent': // reads HTTP_PROXY / NO_PROXY like curl does
+      return undiciFetch(url, { dispatcher: new ProxyAgent(url.startsWith('https:') ? process.env.HTTPS_PROXY : process.env.HTTP_PROXY) });
+    case 'envproxyagent': // reads HTTP_PROXY, HTTPS_PROXY and NO_PROXY like curl does
       return undiciFetch(url, { dispatcher: new EnvHttpProxyAgent() });
     case 'globalfetch': // Node's own fetch, through the proxy the variables name
       setGlobalDispatcher(new EnvHttpProxyAgent());

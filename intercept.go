@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/dinie/dinie-auth-proxy/intercept"
+	"github.com/dinie/dinie-auth-proxy/proxy"
+)
+
+// interception is what intercept.* starts (README, "Apps that keep
+// https:// URLs"): the CA, when enabled, and the owner of the passthrough
+// tunnels, when hosts are listed. Either may be nil.
+type interception struct {
+	authority   *intercept.Authority
+	passthrough *proxy.Passthrough
+}
+
+// newInterception creates or loads the CA and writes its files before it
+// returns: the admin server, and with it /readyz, starts after this, so
+// the app never sees the proxy ready before ca.crt is in place.
+func newInterception(cfg config, log *zap.Logger, reg prometheus.Registerer) (*interception, error) {
+	ic := &interception{}
+	if len(cfg.intercept.passthrough) > 0 {
+		pt, err := proxy.NewPassthrough(proxy.PassthroughConfig{Hosts: cfg.intercept.passthrough, Logger: log.Named("passthrough")})
+		if err != nil {
+			return nil, invalid("intercept.passthrough", "%v", err)
+		}
+		ic.passthrough = pt
+	}
+	if !cfg.intercept.enabled {
+		return ic, nil
+	}
+	a, err := intercept.New(intercept.Config{
+		Host:       cfg.upstreamURL.Hostname(),
+		CADir:      cfg.intercept.caDir,
+		KeyDir:     cfg.intercept.keyDir,
+		CACertFile: cfg.intercept.caCertFile,
+		CAKeyFile:  cfg.intercept.caKeyFile,
+		Logger:     log.Named("intercept"),
+		Registerer: reg,
+	})
+	if ce, ok := errors.AsType[*intercept.ConfigError](err); ok {
+		return nil, invalid(ce.Key, "%v", ce.Err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := distrustOwnCA(a, cfg.rootCAs); err != nil {
+		return nil, err
+	}
+	ic.authority = a
+	return ic, nil
+}
+
+// distrustOwnCA refuses to start when the proxy's own trust for the
+// upstream would accept the interception CA: whoever held the
+// intermediate's key could then read the real token on its way to Dinie.
+// It happens when the proxy inherits the app's SSL_CERT_FILE=bundle.pem
+// (crypto/x509 reads SSL_CERT_FILE for the system roots) or is given it as
+// upstream.ca_file.
+func distrustOwnCA(a *intercept.Authority, roots *x509.CertPool) error {
+	if roots == nil {
+		var err error
+		if roots, err = x509.SystemCertPool(); err != nil {
+			return nil // no system roots: nothing trusts the CA
+		}
+	}
+	cert, err := a.TLSConfig().GetCertificate(&tls.ClientHelloInfo{ServerName: a.Host()})
+	if err != nil {
+		return fmt.Errorf("intercept: leaf: %w", err)
+	}
+	chain := x509.NewCertPool()
+	for _, der := range cert.Certificate[1:] {
+		if c, err := x509.ParseCertificate(der); err == nil {
+			chain.AddCert(c)
+		}
+	}
+	if _, err := cert.Leaf.Verify(x509.VerifyOptions{DNSName: a.Host(), Roots: roots, Intermediates: chain}); err == nil {
+		return &configError{msg: "upstream.ca_file or SSL_CERT_FILE: the proxy's own trust for the upstream includes the interception CA; " +
+			"give bundle.pem or ca.crt to the app only, never to the proxy"}
+	}
+	return nil
+}
+
+func (ic *interception) tlsConfig() *tls.Config {
+	if ic.authority == nil {
+		return nil
+	}
+	return ic.authority.TLSConfig()
+}
+
+func (ic *interception) caFile() string {
+	if ic.authority == nil {
+		return ""
+	}
+	return ic.authority.CAFile()
+}
+
+// run renews the leaf until ctx ends.
+func (ic *interception) run(ctx context.Context) error {
+	if ic.authority == nil {
+		return nil
+	}
+	return ic.authority.Run(ctx)
+}
+
+// shutdown drains the passthrough tunnels, closing those still open when
+// ctx ends (shutdown.timeout).
+func (ic *interception) shutdown(ctx context.Context, log *zap.Logger) {
+	if ic.passthrough == nil {
+		return
+	}
+	if err := ic.passthrough.Shutdown(ctx); err != nil {
+		log.Warn("passthrough tunnels cut off at shutdown.timeout", zap.Error(err))
+	}
+}
