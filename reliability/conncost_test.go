@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +26,12 @@ func (p *proxyProc) goMemory(t *testing.T) float64 {
 // proxy. GOGC=10 keeps the heap close to what is live, so that the
 // figures are not the collector's slack.
 func TestConnectionCost(t *testing.T) {
+	// A measurement, not a check: a thousand upstream TLS handshakes at once
+	// beside the rest of the suite, under the race detector, can take longer
+	// than any bound a check would set.
+	if os.Getenv("DINIE_MEASURE") == "" {
+		t.Skip("a measurement for bench/README.md: run with DINIE_MEASURE=1")
+	}
 	const conns = 1000
 	raiseFileLimit(t, 8192)
 	d := newFakeDinie(t, 3600)
