@@ -65,6 +65,24 @@ type Config struct {
 	// none is held.
 	ReplayBudgetBytes int64
 
+	// Retries is how many times a resend-safe request is sent again after a
+	// transient failure of the upstream (README, "Retries"). Zero means 2;
+	// negative means never.
+	Retries int
+
+	// RetryMaxWait is the longest single wait before a retry; a Retry-After
+	// longer than it goes to the app at once. Zero means 10 s.
+	RetryMaxWait time.Duration
+
+	// IdempotencyKeys gives POST, PUT, PATCH and DELETE requests that carry
+	// no key an X-Idempotency-Key of the proxy's, which makes them
+	// resend-safe (upstream.idempotency_keys: auto). False means none is
+	// added.
+	IdempotencyKeys bool
+
+	// Clock times the waits before retries. Nil means the system clock.
+	Clock Clock
+
 	// Logger receives one access line per request. Nil means no logs.
 	Logger *zap.Logger
 
@@ -164,7 +182,27 @@ func New(cfg Config) (*Handler, error) {
 	case budget < 0:
 		budget = 0
 	}
-	h.auth = &authTransport{base: base, tokens: cfg.Tokens, maxReplay: maxReplay, metrics: m, budget: newReplayBudget(budget)}
+	retry := &retryPolicy{
+		retries:  cfg.Retries,
+		maxWait:  cfg.RetryMaxWait,
+		timeout:  h.upstreamTimeout,
+		autoKeys: cfg.IdempotencyKeys,
+		clock:    cfg.Clock,
+		counters: m.upstreamRetries,
+	}
+	switch {
+	case retry.retries == 0:
+		retry.retries = 2
+	case retry.retries < 0:
+		retry.retries = 0
+	}
+	if retry.maxWait == 0 {
+		retry.maxWait = 10 * time.Second
+	}
+	if retry.clock == nil {
+		retry.clock = systemClock{}
+	}
+	h.auth = &authTransport{base: base, tokens: cfg.Tokens, maxReplay: maxReplay, metrics: m, budget: newReplayBudget(budget), retry: retry}
 	if _, ok := base.(*H1Transport); ok {
 		h.exchanges = &sync.Pool{}
 	}
@@ -271,6 +309,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, inTunnel bool) {
 				zap.Int64("bytes", rec.bytes),
 				zap.String("request_id", id),
 				zap.Bool("retried_401", rec.retried),
+				// Sends upstream, the 401 replay and retries included; 0 for
+				// an answer of the proxy's own.
+				zap.Int("attempts", rec.attempts),
 				// Where a request that is not for the base URL went: the
 				// CONNECT target, or the host refused.
 				zap.String("host", hostField(rt, r)),
@@ -410,6 +451,8 @@ type recorder struct {
 	code    int
 	bytes   int64
 	retried bool // set by the transport, on the handler's goroutine
+	// attempts is how many times the transport sent the request upstream.
+	attempts int
 	// hijacked, when set, sends an answer written on a hijacked connection
 	// and closes it.
 	hijacked func()
@@ -458,6 +501,11 @@ type metrics struct {
 	rateLimit     prometheus.Gauge
 	rateRemaining prometheus.Gauge
 	rateReset     prometheus.Gauge
+
+	// retryVec is dinie_proxy_upstream_retries_total; upstreamRetries its
+	// series, one per retryReason.
+	retryVec        *prometheus.CounterVec
+	upstreamRetries [retryReasons]prometheus.Counter
 }
 
 type seriesKey struct {
@@ -529,6 +577,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		rateRemaining: upstreamGauge("remaining", "X-RateLimit-Remaining"),
 		rateReset:     upstreamGauge("reset_timestamp_seconds", "X-RateLimit-Reset, a Unix time"),
 	}
+	m.retryVec, m.upstreamRetries = newRetryCounters()
 	for i := range m.codes {
 		m.codes[i] = strconv.Itoa(i)
 	}
@@ -536,7 +585,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.retries, m.tunnels, m.overloaded, m.rateLimit, m.rateRemaining, m.rateReset} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.retries, m.retryVec, m.tunnels, m.overloaded, m.rateLimit, m.rateRemaining, m.rateReset} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("proxy: register metrics: %w", err)
 		}

@@ -43,6 +43,7 @@ type env struct {
 	upstream *httptest.Server
 	tokenEP  *httptest.Server
 	reg      *prometheus.Registry
+	tokens   *tokencache.Cache
 	roots    *x509.CertPool // trusts the TLS upstream
 	fetches  atomic.Int64
 	calls    atomic.Int64
@@ -142,7 +143,7 @@ func newEnv(t testing.TB, tls bool, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pcfg.Tokens = cache
+	pcfg.Tokens, e.tokens = cache, cache
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
