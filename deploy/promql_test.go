@@ -35,6 +35,7 @@ var wantAlerts = []string{
 	"DinieProxyTokenExpiringSoon",
 	"DinieProxyTokenFetchFailing",
 	"DinieProxyUpstream401RetriesHigh",
+	"DinieProxyUpstreamRetriesHigh",
 }
 
 // The dashboard must show these.
@@ -45,6 +46,7 @@ var wantDashboardMetrics = []string{
 	"dinie_proxy_overloaded_total",
 	"dinie_proxy_token_expiry_timestamp_seconds",
 	"dinie_proxy_token_fetches_total",
+	"dinie_proxy_upstream_retries_total",
 }
 
 var promqlParser = parser.NewParser(parser.Options{})
