@@ -494,18 +494,29 @@ func TestAppHangingUpStopsTheRetries(t *testing.T) {
 	}
 }
 
-// A body that was not kept (over upstream.max_replay_bytes) cannot go
-// again, key or not.
-func TestBodyOverReplayBoundIsNotRetried(t *testing.T) {
-	forEachSetup(t, testBodyOverReplayBoundIsNotRetried)
-}
+// A body that was not kept (over upstream.max_replay_bytes, or not within
+// upstream.replay_budget_bytes) cannot go again, key or not.
+func TestBodyNotKeptIsNotRetried(t *testing.T) { forEachSetup(t, testBodyNotKeptIsNotRetried) }
 
-func testBodyOverReplayBoundIsNotRetried(t *testing.T, setup envOption) {
-	e := newEnv(t, false, setup, withClock(newFakeClock(), func(p *proxy.Config) { p.MaxReplayBytes = 16 }))
-	e.script(status(503), okAnswer)
-	resp, _ := do(t, http.DefaultClient, "POST", e.proxy.URL+"/charges", strings.NewReader(strings.Repeat("x", 17)), "X-Idempotency-Key", "k")
-	if resp.StatusCode != 503 || e.calls.Load() != 1 {
-		t.Errorf("app got %d after %d calls, want 503 after 1", resp.StatusCode, e.calls.Load())
+func testBodyNotKeptIsNotRetried(t *testing.T, setup envOption) {
+	for _, tt := range []struct {
+		name string
+		set  func(*proxy.Config)
+	}{
+		{"over max_replay_bytes", func(p *proxy.Config) { p.MaxReplayBytes = 16 }},
+		{"over the budget", func(p *proxy.Config) { p.ReplayBudgetBytes = 16 }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, false, setup, withClock(newFakeClock(), tt.set))
+			e.script(status(503), okAnswer)
+			resp, _ := do(t, http.DefaultClient, "POST", e.proxy.URL+"/charges", strings.NewReader(strings.Repeat("x", 17)), "X-Idempotency-Key", "k")
+			if resp.StatusCode != 503 || e.calls.Load() != 1 {
+				t.Errorf("app got %d after %d calls, want 503 after 1", resp.StatusCode, e.calls.Load())
+			}
+			if s := e.last(t); len(s.Body) != 17 {
+				t.Errorf("upstream got %d bytes, want the whole body", len(s.Body))
+			}
+		})
 	}
 }
 
