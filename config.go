@@ -30,6 +30,9 @@ type config struct {
 	maxReplayBytes   int64
 	replayBudget     int64
 	maxInFlight      int
+	retries          int
+	retryMaxWait     time.Duration
+	idempotencyKeys  bool
 	tokenURL         string
 	clientID         string
 	clientIDFile     string
@@ -66,8 +69,11 @@ var keys = []key{
 	{name: "upstream.timeout", def: "30s", usage: "time to wait for the upstream's response headers"},
 	{name: "upstream.ca_file", usage: "PEM bundle to trust for the upstream and the token endpoint, in addition to the system roots"},
 	{name: "upstream.transport", def: "http1", usage: "http1: pooled HTTP/1.1 connections, fastest; standard: net/http's transport, HTTP/2 when the upstream offers it"},
-	{name: "upstream.max_replay_bytes", def: "1048576", usage: "largest request body kept to replay a request after an upstream 401; 0 disables the replay of bodies"},
-	{name: "upstream.replay_budget_bytes", def: "33554432", usage: "total bytes of request bodies held at once for a replay; a body that does not fit is not held, and its request is sent once"},
+	{name: "upstream.max_replay_bytes", def: "1048576", usage: "largest request body kept to replay a request after an upstream 401, or to retry it; 0 disables the replay of bodies"},
+	{name: "upstream.replay_budget_bytes", def: "33554432", usage: "total bytes of request bodies held at once for a replay or retry; a body that does not fit is not held, and its request is sent once"},
+	{name: "upstream.retries", def: "2", usage: "how many times a resend-safe request is sent again after a transient failure (429 with a short Retry-After, 502, 503, 504, no answer); 0: never"},
+	{name: "upstream.retry_max_wait", def: "10s", usage: "longest single wait before a retry; a Retry-After longer than this goes to the app at once"},
+	{name: "upstream.idempotency_keys", def: "off", usage: "auto: add an X-Idempotency-Key to POST, PUT, PATCH and DELETE requests that carry none, which makes them resend-safe; off: never"},
 	{name: "auth.token_url", usage: "token endpoint (default <upstream.url>/auth/token)"},
 	{name: "auth.client_id", usage: "client id"},
 	{name: "auth.client_id_file", usage: "file holding the client id"},
@@ -250,6 +256,18 @@ func validate(v *viper.Viper) (config, error) {
 	cfg.replayBudget, err = strconv.ParseInt(lookup(v, "upstream.replay_budget_bytes"), 10, 64)
 	if err != nil || cfg.replayBudget < 0 {
 		check(invalid("upstream.replay_budget_bytes", "%q is not a number of bytes", lookup(v, "upstream.replay_budget_bytes")))
+	}
+	cfg.retries, err = strconv.Atoi(lookup(v, "upstream.retries"))
+	if err != nil || cfg.retries < 0 {
+		check(invalid("upstream.retries", "%q is not a number of retries", lookup(v, "upstream.retries")))
+	}
+	cfg.retryMaxWait, err = positiveDuration(v, "upstream.retry_max_wait")
+	check(err)
+	switch mode := lookup(v, "upstream.idempotency_keys"); mode {
+	case "auto", "off":
+		cfg.idempotencyKeys = mode == "auto"
+	default:
+		check(invalid("upstream.idempotency_keys", "%q is not off or auto", mode))
 	}
 	cfg.maxInFlight, err = strconv.Atoi(lookup(v, "limits.max_in_flight"))
 	if err != nil || cfg.maxInFlight < 1 {

@@ -430,6 +430,10 @@ func TestInvalidConfigExits2NamingTheKey(t *testing.T) {
 		{"missing file", map[string]string{"DINIE_PROXY_CONFIG": "/nonexistent/config.yaml"}, nil, "config file"},
 		{"bad max in flight", map[string]string{"DINIE_PROXY_LIMITS_MAX_IN_FLIGHT": "0"}, nil, "limits.max_in_flight"},
 		{"bad replay budget", nil, []string{"--upstream.replay_budget_bytes", "32MiB"}, "upstream.replay_budget_bytes"},
+		{"negative retries", nil, []string{"--upstream.retries", "-1"}, "upstream.retries"},
+		{"retries not a number", map[string]string{"DINIE_PROXY_UPSTREAM_RETRIES": "two"}, nil, "upstream.retries"},
+		{"zero retry wait", nil, []string{"--upstream.retry_max_wait", "0s"}, "upstream.retry_max_wait"},
+		{"bad idempotency keys", nil, []string{"--upstream.idempotency_keys", "on"}, "upstream.idempotency_keys"},
 		{"unknown flag", nil, []string{"--upstream.uri", "x"}, "upstream.uri"},
 	}
 	for _, tt := range tests {
@@ -547,6 +551,39 @@ func TestBinary(t *testing.T) {
 	})
 }
 
+// TestRetryKeys reads the retry keys, whose zero and "off" (which YAML
+// may take for false) mean "never".
+func TestRetryKeys(t *testing.T) {
+	env := map[string]string{"DINIE_PROXY_AUTH_CLIENT_ID": "fake-id", "DINIE_PROXY_AUTH_CLIENT_SECRET": testSecret}
+	getenv := func(k string) string { return env[k] }
+	cfg, _, err := loadConfig(nil, getenv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.retries != 2 || cfg.retryMaxWait != 10*time.Second || cfg.idempotencyKeys {
+		t.Errorf("defaults: retries %d, max wait %v, auto keys %v; want 2, 10s, false", cfg.retries, cfg.retryMaxWait, cfg.idempotencyKeys)
+	}
+	for _, tt := range []struct {
+		yaml    string
+		retries int
+		wait    time.Duration
+		auto    bool
+	}{
+		{"upstream:\n  retries: 0\n  retry_max_wait: 3s\n  idempotency_keys: auto\n", 0, 3 * time.Second, true},
+		{"upstream:\n  retries: 5\n  idempotency_keys: off\n", 5, 10 * time.Second, false},
+	} {
+		file := filepath.Join(t.TempDir(), "config.yaml")
+		os.WriteFile(file, []byte(tt.yaml), 0o600)
+		cfg, _, err := loadConfig([]string{"--config", file}, getenv, io.Discard)
+		if err != nil {
+			t.Fatalf("%q: %v", tt.yaml, err)
+		}
+		if cfg.retries != tt.retries || cfg.retryMaxWait != tt.wait || cfg.idempotencyKeys != tt.auto {
+			t.Errorf("%q: retries %d, max wait %v, auto keys %v; want %d, %v, %v", tt.yaml, cfg.retries, cfg.retryMaxWait, cfg.idempotencyKeys, tt.retries, tt.wait, tt.auto)
+		}
+	}
+}
+
 // TestConfigExampleIsCompleteAndValid keeps config.yaml.example in step with
 // the keys the program knows.
 func TestConfigExampleIsCompleteAndValid(t *testing.T) {
@@ -566,7 +603,7 @@ func TestConfigExampleIsCompleteAndValid(t *testing.T) {
 		t.Fatalf("config.yaml.example does not load: %v", err)
 	}
 	if cfg.listenProxy != "127.0.0.1:8080" || cfg.upstreamTimeout != 30*time.Second || cfg.maxReplayBytes != 1<<20 ||
-		cfg.replayBudget != 32<<20 || cfg.maxInFlight != 1024 {
+		cfg.replayBudget != 32<<20 || cfg.maxInFlight != 1024 || cfg.retries != 2 || cfg.retryMaxWait != 10*time.Second || cfg.idempotencyKeys {
 		t.Error("config.yaml.example does not show the defaults")
 	}
 }

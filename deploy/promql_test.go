@@ -37,6 +37,7 @@ var wantAlerts = []string{
 	"DinieProxyTokenFetchFailing",
 	"DinieProxyTunnelHandshakesFailing",
 	"DinieProxyUpstream401RetriesHigh",
+	"DinieProxyUpstreamRetriesHigh",
 }
 
 // The dashboard must show these.
@@ -49,6 +50,7 @@ var wantDashboardMetrics = []string{
 	"dinie_proxy_token_fetches_total",
 	"dinie_proxy_tunnels_total",
 	"dinie_proxy_intercept_leaf_expiry_timestamp_seconds",
+	"dinie_proxy_upstream_retries_total",
 }
 
 var promqlParser = parser.NewParser(parser.Options{})

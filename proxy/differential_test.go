@@ -581,6 +581,8 @@ func prepareTransportCase(t *testing.T, c transportCase, useH1 bool) func() stri
 		t.Cleanup(std.CloseIdleConnections)
 		tr = std
 	}
+	// Retries off (the zero value): each lying answer is seen once, as it
+	// would reach the app after the last try; retry_test.go tests retries.
 	h, err := proxy.New(proxy.Config{Upstream: upURL, Tokens: fakeTokens{}, Transport: tr, RecycleRequests: useH1,
 		UpstreamTimeout: 10 * time.Second})
 	if err != nil {

@@ -72,6 +72,25 @@ type Config struct {
 	// Zero means none is held.
 	ReplayBudgetBytes int64
 
+	// Retries is how many times a resend-safe request is sent again after a
+	// transient failure of the upstream (upstream.retries; README,
+	// "Retries"). Zero means never.
+	Retries int
+
+	// RetryMaxWait is the longest single wait before a retry; a Retry-After
+	// longer than it goes to the app at once (upstream.retry_max_wait).
+	// Required when Retries is set.
+	RetryMaxWait time.Duration
+
+	// IdempotencyKeys gives POST, PUT, PATCH and DELETE requests that carry
+	// no key an X-Idempotency-Key of the proxy's, which makes them
+	// resend-safe (upstream.idempotency_keys: auto). False means none is
+	// added.
+	IdempotencyKeys bool
+
+	// Clock times the waits before retries. Nil means the system clock.
+	Clock Clock
+
 	// Logger receives one access line per request. Nil means no logs.
 	Logger *zap.Logger
 
@@ -147,6 +166,9 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.UpstreamTimeout <= 0 {
 		return nil, errors.New("proxy: no upstream timeout")
 	}
+	if cfg.Retries > 0 && cfg.RetryMaxWait <= 0 {
+		return nil, errors.New("proxy: retries without a longest wait")
+	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
@@ -176,8 +198,19 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.MaxInFlight <= 0 {
 		h.maxInFlight = math.MaxInt64
 	}
+	retry := &retryPolicy{
+		retries:  max(cfg.Retries, 0),
+		maxWait:  cfg.RetryMaxWait,
+		timeout:  h.upstreamTimeout,
+		autoKeys: cfg.IdempotencyKeys,
+		clock:    cfg.Clock,
+		counters: m.upstreamRetries,
+	}
+	if retry.clock == nil {
+		retry.clock = systemClock{}
+	}
 	h.auth = &authTransport{base: cfg.Transport, tokens: cfg.Tokens, maxReplay: max(cfg.MaxReplayBytes, 0),
-		metrics: m, budget: newReplayBudget(max(cfg.ReplayBudgetBytes, 0))}
+		metrics: m, budget: newReplayBudget(max(cfg.ReplayBudgetBytes, 0)), retry: retry}
 	if cfg.RecycleRequests {
 		h.exchanges = &sync.Pool{}
 	}
@@ -284,6 +317,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, inTunnel bool) {
 				zap.Int64("bytes", rec.bytes),
 				zap.String("request_id", id),
 				zap.Bool("retried_401", rec.retried),
+				// Sends upstream, the 401 replay and retries included; 0 for
+				// an answer of the proxy's own.
+				zap.Int("attempts", rec.attempts),
 				// Where a request that is not for the base URL went: the
 				// CONNECT target, or the host refused.
 				zap.String("host", hostField(rt, r)),
@@ -441,6 +477,8 @@ type recorder struct {
 	code    int
 	bytes   int64
 	retried bool // set by the transport, on the handler's goroutine
+	// attempts is how many times the transport sent the request upstream.
+	attempts int
 	// hijacked, when set, sends an answer written on a hijacked connection
 	// and closes it.
 	hijacked func()
@@ -489,6 +527,11 @@ type metrics struct {
 	rateLimit     prometheus.Gauge
 	rateRemaining prometheus.Gauge
 	rateReset     prometheus.Gauge
+
+	// retryVec is dinie_proxy_upstream_retries_total; upstreamRetries its
+	// series, one per retryReason.
+	retryVec        *prometheus.CounterVec
+	upstreamRetries [retryReasons]prometheus.Counter
 }
 
 type seriesKey struct {
@@ -560,6 +603,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		rateRemaining: upstreamGauge("remaining", "X-RateLimit-Remaining"),
 		rateReset:     upstreamGauge("reset_timestamp_seconds", "X-RateLimit-Reset, a Unix time"),
 	}
+	m.retryVec, m.upstreamRetries = newRetryCounters()
 	for i := range m.codes {
 		m.codes[i] = strconv.Itoa(i)
 	}
@@ -567,7 +611,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.retries, m.tunnels, m.overloaded, m.rateLimit, m.rateRemaining, m.rateReset} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.retries, m.retryVec, m.tunnels, m.overloaded, m.rateLimit, m.rateRemaining, m.rateReset} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("proxy: register metrics: %w", err)
 		}

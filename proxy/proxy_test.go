@@ -45,6 +45,7 @@ type env struct {
 	upstream *httptest.Server
 	tokenEP  *httptest.Server
 	reg      *prometheus.Registry
+	tokens   *tokencache.Cache
 	roots    *x509.CertPool // trusts the TLS upstream
 	fetches  atomic.Int64
 	calls    atomic.Int64
@@ -125,7 +126,7 @@ func newEnv(t testing.TB, tls bool, opts ...envOption) *env {
 
 	up, _ := url.Parse(e.upstream.URL + "/api/v3")
 	pcfg := proxy.Config{Upstream: up, Registerer: e.reg, UpstreamTimeout: 5 * time.Second,
-		MaxReplayBytes: 1 << 20, ReplayBudgetBytes: 32 << 20} // the keys' defaults
+		MaxReplayBytes: 1 << 20, ReplayBudgetBytes: 32 << 20, Retries: 2, RetryMaxWait: 10 * time.Second} // the keys' defaults
 	if tls {
 		e.roots = x509.NewCertPool()
 		e.roots.AddCert(e.upstream.Certificate())
@@ -145,7 +146,7 @@ func newEnv(t testing.TB, tls bool, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pcfg.Tokens = cache
+	pcfg.Tokens, e.tokens = cache, cache
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -42,6 +42,7 @@ type authTransport struct {
 	maxReplay int64
 	budget    *replayBudget
 	metrics   *metrics
+	retry     *retryPolicy
 
 	// bearer is the header value of the token last used: the token changes
 	// once an hour, so building "Bearer "+token belongs there, not on every
@@ -66,9 +67,14 @@ func (t *authTransport) header(token string) []string {
 	return b.value
 }
 
-// send sends req upstream, noting a 401 retry on rec for the access log.
+// send sends req upstream, noting the tries and a 401 retry on rec for the
+// access log. A resend-safe request is sent again after a transient
+// failure (README, "Retries"): each try takes the current token and its own
+// copy of the request, and the last answer goes back as it came.
 func (t *authTransport) send(req *http.Request, rec *recorder) (*http.Response, error) {
-	tok, err := t.tokens.Token(req.Context())
+	ctx := req.Context()
+	try := t.retry.begin(req)
+	tok, err := t.tokens.Token(ctx)
 	if err != nil {
 		return nil, &tokenError{err}
 	}
@@ -91,45 +97,66 @@ func (t *authTransport) send(req *http.Request, rec *recorder) (*http.Response, 
 		// bytes go back to the budget.
 		defer body.release()
 	}
-	req.Header["Authorization"] = t.header(tok)
-	resp, err := t.base.RoundTrip(req)
-	if err != nil {
-		// Transports wrap a body's read error in types of their own; ask the
-		// body whether it was the culprit.
-		if berr := body.readError(); berr != nil {
-			return nil, &clientBodyError{berr}
+	out, replayed := req, false
+	for {
+		out.Header["Authorization"] = t.header(tok)
+		rec.attempts++
+		resp, err := t.base.RoundTrip(out)
+		if err != nil {
+			// Transports wrap a body's read error in types of their own; ask
+			// the body whether it was the culprit.
+			if berr := body.readError(); berr != nil {
+				return nil, &clientBodyError{berr}
+			}
+		} else {
+			t.metrics.observeRateLimit(resp.Header)
+			if resp.StatusCode == http.StatusUnauthorized && !replayed {
+				t.tokens.Invalidate(tok)
+				replay, ok := replayable(req, body)
+				if !ok {
+					return resp, nil
+				}
+				fresh, err := t.tokens.Token(ctx)
+				if err != nil {
+					// No better answer than the one we have: let the app see
+					// the 401.
+					return resp, nil
+				}
+				// The replay is not a retry: it has a fresh token, not the
+				// same request later. A second 401 is the app's to handle:
+				// retrying again could loop, and invalidating again would let
+				// one bad endpoint drive token fetches.
+				discard(resp.Body)
+				t.metrics.retries.Inc()
+				rec.retried, replayed = true, true
+				out, tok = req.Clone(ctx), fresh
+				out.Body = replay
+				continue
+			}
 		}
-		return nil, err
+		reason, wait, ok := t.retry.next(ctx, &try, resp, err)
+		if !ok {
+			return resp, err
+		}
+		replay, ok := replayable(req, body)
+		if !ok {
+			// The body was not kept whole (too large, over the budget, or
+			// not all read yet): it cannot go again.
+			return resp, err
+		}
+		if resp != nil {
+			discard(resp.Body)
+		}
+		if err := t.retry.wait(ctx, &try, reason, wait); err != nil {
+			return nil, err
+		}
+		// The token may have been refreshed during the wait.
+		if tok, err = t.tokens.Token(ctx); err != nil {
+			return nil, &tokenError{err}
+		}
+		out = req.Clone(ctx)
+		out.Body = replay
 	}
-	t.metrics.observeRateLimit(resp.Header)
-	if resp.StatusCode != http.StatusUnauthorized {
-		return resp, nil
-	}
-
-	t.tokens.Invalidate(tok)
-	replay, ok := replayable(req, body)
-	if !ok {
-		return resp, nil
-	}
-	fresh, err := t.tokens.Token(req.Context())
-	if err != nil {
-		// No better answer than the one we have: let the app see the 401.
-		return resp, nil
-	}
-	discard(resp.Body)
-	t.metrics.retries.Inc()
-	rec.retried = true
-	retry := req.Clone(req.Context())
-	retry.Body = replay
-	retry.Header["Authorization"] = t.header(fresh)
-	resp, err = t.base.RoundTrip(retry)
-	if err != nil {
-		return nil, err
-	}
-	t.metrics.observeRateLimit(resp.Header)
-	// A second 401 is the app's to handle: retrying again could loop, and
-	// invalidating again would let one bad endpoint drive token fetches.
-	return resp, nil
 }
 
 // replayable returns a fresh body for a retry, if the original can be sent

@@ -131,6 +131,8 @@ type fakeDinie struct {
 	unknownUses  atomic.Int64 // requests with a token the endpoint never issued
 	revokedUses  atomic.Int64
 	uploadErrors atomic.Int64
+	// flaky is the API's /flaky: Dinie failing transiently.
+	flaky flakyAPI
 	// truncatedAccepted counts uploads that the API read to a clean end
 	// with fewer bytes than the client announced in X-Expect-Length: a
 	// truncated payload passed off as whole.
@@ -399,6 +401,8 @@ func (d *fakeDinie) serveAPI(w http.ResponseWriter, r *http.Request) {
 			d.truncatedAccepted.Add(1)
 		}
 		fmt.Fprint(w, n)
+	case "flaky":
+		d.flaky.serve(w, r)
 	case "download":
 		n, _ := strconv.ParseInt(q.Get("n"), 10, 64)
 		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))

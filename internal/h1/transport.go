@@ -134,6 +134,11 @@ type errNothingRead struct{ err error }
 func (e errNothingRead) Error() string { return e.err.Error() }
 func (e errNothingRead) Unwrap() error { return e.err }
 
+// NothingReceived marks the error as a failure before any byte of the
+// answer, for callers that decide by behaviour whether to send a request
+// again.
+func (e errNothingRead) NothingReceived() bool { return true }
+
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Host != t.host {
