@@ -32,7 +32,7 @@ func (h *Handler) forward(x *exchange, in *http.Request, id string, rt routing) 
 		w.Header()["Connection"] = closeConnection
 	}
 	out := h.outbound(x, in, id, rt)
-	resp, err := h.auth.send(out, w)
+	resp, err := h.sender.send(out, w)
 	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
 		// Only net/http's transport returns one; nothing asked for it, and
 		// what follows on that connection is no longer HTTP.
@@ -85,7 +85,7 @@ var closeConnection = []string{"close"}
 
 // outbound is the request sent upstream: a shallow copy of in with the
 // upstream's URL and a new header map without the hop-by-hop headers and
-// the app's own credentials. The token is added by authTransport.
+// the app's own credentials. The token is added by sender.
 func (h *Handler) outbound(x *exchange, in *http.Request, id string, rt routing) *http.Request {
 	out := &x.out
 	*out = *in // keeps in's context: the app going away cancels the request

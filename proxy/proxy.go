@@ -136,7 +136,7 @@ type Handler struct {
 	escapedPrefix   string
 	upstreamTimeout time.Duration
 	log             *zap.Logger
-	auth            *authTransport
+	sender          *sender
 	buffers         *bufferPool
 	metrics         *metrics
 	// serving counts the requests in ServeHTTP, against maxInFlight: an
@@ -209,7 +209,7 @@ func New(cfg Config) (*Handler, error) {
 	if retry.clock == nil {
 		retry.clock = systemClock{}
 	}
-	h.auth = &authTransport{base: cfg.Transport, tokens: cfg.Tokens, maxReplay: max(cfg.MaxReplayBytes, 0),
+	h.sender = &sender{base: cfg.Transport, tokens: cfg.Tokens, maxReplay: max(cfg.MaxReplayBytes, 0),
 		metrics: m, budget: newReplayBudget(max(cfg.ReplayBudgetBytes, 0)), retry: retry}
 	if cfg.RecycleRequests {
 		h.exchanges = &sync.Pool{}

@@ -29,14 +29,16 @@ type tokenError struct{ err error }
 func (e *tokenError) Error() string { return e.err.Error() }
 func (e *tokenError) Unwrap() error { return e.err }
 
-// authTransport injects the Bearer token and handles an upstream 401 (README,
-// "How the token is handled"): the token used is invalidated, compare-and-clear, and
-// the request is sent once more with a fresh token when its body can be
-// replayed. A second 401 goes back to the app.
+// sender sends a request upstream with the Bearer token, keeping a bounded
+// copy of its body so that it can be sent again: once after an upstream 401
+// (README, "How the token is handled": the token used is invalidated,
+// compare-and-clear, and the request goes again with a fresh one; a second
+// 401 goes back to the app), and after transient failures (README,
+// "Retries").
 //
 // It only ever sees the Handler's outbound requests, which are private
 // copies, so it sets the header in place instead of cloning again.
-type authTransport struct {
+type sender struct {
 	base      http.RoundTripper
 	tokens    TokenSource
 	maxReplay int64
@@ -58,7 +60,7 @@ type bearerHeader struct {
 	value []string
 }
 
-func (t *authTransport) header(token string) []string {
+func (t *sender) header(token string) []string {
 	if b := t.bearer.Load(); b != nil && b.token == token {
 		return b.value
 	}
@@ -71,7 +73,7 @@ func (t *authTransport) header(token string) []string {
 // access log. A resend-safe request is sent again after a transient
 // failure (README, "Retries"): each try takes the current token and its own
 // copy of the request, and the last answer goes back as it came.
-func (t *authTransport) send(req *http.Request, rec *recorder) (*http.Response, error) {
+func (t *sender) send(req *http.Request, rec *recorder) (*http.Response, error) {
 	ctx := req.Context()
 	try := t.retry.begin(req)
 	tok, err := t.tokens.Token(ctx)
