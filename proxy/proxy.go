@@ -3,8 +3,9 @@
 //
 // Each request is copied without its hop-by-hop headers and the app's own
 // credentials, the token is added, and the answer is streamed back; every
-// failure, token or upstream, reaches one error path (proxyError) and
-// becomes an RFC 9457 problem.
+// failure, token or upstream, reaches one error path and becomes an RFC 9457
+// problem. The app's own token requests, CONNECT tunnels and requests the
+// proxy must refuse are answered here too.
 //
 // The handler knows nothing of the server in front of it or the transport
 // behind it beyond the small interfaces and Config fields declared here, so

@@ -10,6 +10,6 @@
 // request with suspect framing), and its request bodies have Buffered (how
 // much of the body has arrived). Transport is an http.RoundTripper for one
 // upstream host, which sends a body that says it has arrived (Buffered)
-// with the request's head, and recycles nothing of a request once the
-// answer's body is closed.
+// with the request's head, and keeps nothing of a request once its answer's
+// body is closed, so that the caller may reuse the request's memory.
 package h1
