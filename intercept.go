@@ -28,7 +28,8 @@ type interception struct {
 func newInterception(cfg config, log *zap.Logger, reg prometheus.Registerer) (*interception, error) {
 	ic := &interception{}
 	if len(cfg.intercept.passthrough) > 0 {
-		pt, err := proxy.NewPassthrough(proxy.PassthroughConfig{Hosts: cfg.intercept.passthrough, Logger: log.Named("passthrough")})
+		pt, err := proxy.NewPassthrough(proxy.PassthroughConfig{Hosts: cfg.intercept.passthrough, Logger: log.Named("passthrough"),
+			MaxTunnels: cfg.maxInFlight})
 		if err != nil {
 			return nil, invalid("intercept.passthrough", "%v", err)
 		}

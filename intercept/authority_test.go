@@ -397,3 +397,40 @@ func TestTrustFiles(t *testing.T) {
 		t.Fatalf("keytool -list: %v\n%s", err, out)
 	}
 }
+
+// A supplied chain whose root is not constrained is refused: that root
+// would become the app's ca.crt, trusted for every host.
+func TestSuppliedChainMustBeConstrainedThroughout(t *testing.T) {
+	rootKey, caKey := newKey(t), newKey(t)
+	rootTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "unconstrained root"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	root := mustCreate(t, rootTmpl, rootTmpl, &rootKey.PublicKey, rootKey)
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "constrained issuer"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	constrain(caTmpl, testHost)
+	ca := mustCreate(t, caTmpl, root, &caKey.PublicKey, rootKey)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	writePEM(t, certFile, ca, root)
+	der, err := x509.MarshalECPrivateKey(caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, keyFile, string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})))
+
+	caDir := filepath.Join(t.TempDir(), "ca")
+	_, err = New(Config{Host: testHost, CADir: caDir, CACertFile: certFile, CAKeyFile: keyFile, SystemRootsFile: os.DevNull})
+	var ce *ConfigError
+	if !errors.As(err, &ce) || ce.Key != "intercept.ca_cert_file" || !strings.Contains(err.Error(), "certificate 2") {
+		t.Fatalf("New: %v, want a ConfigError for intercept.ca_cert_file naming certificate 2", err)
+	}
+	if _, err := os.Stat(filepath.Join(caDir, CACertName)); err == nil {
+		t.Error("ca.crt was written")
+	}
+}

@@ -297,8 +297,13 @@ func (a *Authority) loadSupplied(certFile, keyFile string) (*x509.Certificate, e
 		return nil, configErr(keyKey, "%s does not hold the key of %s: %w", keyFile, certFile, err)
 	}
 	ca := certs[0]
-	if err := checkConstraints(ca, a.host); err != nil {
-		return nil, configErr(certKey, "%s: %w", certFile, err)
+	// Every certificate in the file, not only the issuer: the last becomes
+	// the app's ca.crt, and an unconstrained root there could sign for any
+	// host the app calls.
+	for i, c := range certs {
+		if err := checkConstraints(c, a.host); err != nil {
+			return nil, configErr(certKey, "%s, certificate %d: %w", certFile, i+1, err)
+		}
 	}
 	if now := a.now(); now.Before(ca.NotBefore) || now.After(ca.NotAfter) {
 		return nil, configErr(certKey, "%s: CA valid from %s to %s, not now", certFile, ca.NotBefore, ca.NotAfter)

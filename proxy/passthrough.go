@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,34 +85,53 @@ func parseHostPattern(raw string) (hostPattern, error) {
 	return p, nil
 }
 
-// match reports whether a CONNECT to host:port is relayed. An IP literal
-// matches only a pattern that names it: "*" is for names.
+// match reports whether a CONNECT to host:port is relayed. An IP literal,
+// with a zone or without, matches only a pattern that names it: "*" is for
+// names.
 func (ps hostPatterns) match(host, port string) bool {
+	ok, _ := ps.matchPattern(host, port)
+	return ok
+}
+
+// matchPattern is match, and whether the pattern that matched is a
+// wildcard ("*" or "*.suffix"), which names no host of its own.
+func (ps hostPatterns) matchPattern(host, port string) (ok, wildcard bool) {
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	ip := net.ParseIP(host)
-	if ip != nil {
-		host = ip.String()
+	ip, err := netip.ParseAddr(host)
+	literal := err == nil
+	if literal {
+		host = ip.WithZone("").String()
 	}
 	for _, p := range ps {
 		if p.port != port {
 			continue
 		}
 		switch {
-		case ip != nil:
+		case literal:
 			if !p.any && !p.suffix && p.host == host {
-				return true
+				return true, false
 			}
 		case p.any:
-			return true
+			return true, true
 		case p.suffix:
 			if strings.HasSuffix(host, p.host) {
-				return true
+				return true, true
 			}
 		case p.host == host:
-			return true
+			return true, false
 		}
 	}
-	return false
+	return false, false
+}
+
+// reachableByWildcard reports whether a wildcard pattern may lead to ip: not
+// the proxy's own machine (loopback: its admin port), nor a link-local
+// address (the cloud's metadata service), nor an unspecified or multicast
+// one. A pattern that names a host or address reaches it whatever it is.
+func reachableByWildcard(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	return !ip.IsLoopback() && !ip.IsLinkLocalUnicast() && !ip.IsLinkLocalMulticast() &&
+		!ip.IsUnspecified() && !ip.IsMulticast()
 }
 
 // Passthrough owns the tunnels relayed untouched to the hosts
@@ -118,10 +139,15 @@ func (ps hostPatterns) match(host, port string) bool {
 // those idle for IdleTimeout, and drains them at shutdown, as a server does
 // its connections.
 type Passthrough struct {
-	hosts  hostPatterns
-	dialer net.Dialer
-	idle   time.Duration
-	log    *zap.Logger
+	hosts    hostPatterns
+	dialer   net.Dialer
+	resolver *net.Resolver
+	idle     time.Duration
+	log      *zap.Logger
+	// max bounds the tunnels open at once (and so their goroutines and
+	// buffers); open counts those open or being dialled.
+	max  int64
+	open atomic.Int64
 
 	mu      sync.Mutex
 	relays  map[*relay]struct{}
@@ -142,6 +168,9 @@ type PassthroughConfig struct {
 	// Logger receives one line per relay that ends in an error. Nil means
 	// none.
 	Logger *zap.Logger
+	// MaxTunnels bounds the tunnels open at once; one more is answered 503
+	// overloaded (limits.max_in_flight). Zero means no bound.
+	MaxTunnels int
 }
 
 // DefaultPassthroughIdleTimeout is longer than the idle timeouts of clients'
@@ -157,7 +186,11 @@ func NewPassthrough(cfg PassthroughConfig) (*Passthrough, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: passthrough: %w", err)
 	}
-	p := &Passthrough{hosts: hosts, idle: cfg.IdleTimeout, log: cfg.Logger, relays: map[*relay]struct{}{}}
+	p := &Passthrough{hosts: hosts, idle: cfg.IdleTimeout, log: cfg.Logger, relays: map[*relay]struct{}{},
+		resolver: net.DefaultResolver, max: int64(cfg.MaxTunnels)}
+	if p.max <= 0 {
+		p.max = math.MaxInt64
+	}
 	p.dialer.Timeout = cfg.DialTimeout
 	if p.dialer.Timeout == 0 {
 		p.dialer.Timeout = 10 * time.Second
@@ -235,6 +268,7 @@ func (p *Passthrough) run(r *relay) {
 	err := r.pipe(r.client, r.server, p.idle)
 	err = errors.Join(err, <-errs)
 	r.close()
+	p.open.Add(-1)
 	if err != nil {
 		p.log.Debug("passthrough tunnel ended", zap.String("host", r.server.RemoteAddr().String()), zap.Error(err))
 	}
@@ -266,13 +300,50 @@ func (r *relay) close() {
 	})
 }
 
+// dial connects to the target of a CONNECT that matched a pattern. A name
+// that a wildcard matched is resolved first and dialled only at addresses
+// reachableByWildcard allows.
+func (p *Passthrough) dial(ctx context.Context, authority string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(authority)
+	if err != nil {
+		return nil, err
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		// A literal, matched only by a pattern that names it; dialled
+		// without its zone, which names an interface of the app's, not ours.
+		return p.dialer.DialContext(ctx, "tcp", net.JoinHostPort(ip.WithZone("").String(), port))
+	}
+	if _, wildcard := p.hosts.matchPattern(host, port); !wildcard {
+		return p.dialer.DialContext(ctx, "tcp", authority)
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.dialer.Timeout)
+	defer cancel()
+	ips, err := p.resolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil, err
+	}
+	var last error = fmt.Errorf("%s resolves to no address a wildcard pattern may reach", host)
+	for _, ip := range ips {
+		if !reachableByWildcard(ip) {
+			continue
+		}
+		conn, err := p.dialer.DialContext(ctx, "tcp", net.JoinHostPort(ip.Unmap().String(), port))
+		if err == nil {
+			return conn, nil
+		}
+		last = err
+	}
+	return nil, last
+}
+
 // pipe copies src to dst. At src's end of stream it half-closes dst, so
 // the other direction may go on (a client that shuts down its writing side
 // still reads the answer); on an error, or an idle timeout, it closes both.
 // The read deadline is moved forward for every read: a tunnel is idle only
 // when neither direction moved for the whole idle time.
 func (r *relay) pipe(dst, src net.Conn, idle time.Duration) error {
-	buf := make([]byte, 32<<10)
+	// A TLS record's worth: the bytes relayed are TLS records.
+	buf := make([]byte, 16<<10)
 	for {
 		src.SetReadDeadline(time.Now().Add(idle))
 		n, err := src.Read(buf)
@@ -308,8 +379,20 @@ func (r *relay) pipe(dst, src net.Conn, idle time.Duration) error {
 // openPassthrough dials the CONNECT target, answers 200 and relays the
 // tunnel untouched: no TLS is terminated and no token is added.
 func (h *Handler) openPassthrough(rec *recorder, r *http.Request) {
+	pt := h.passthrough
+	if pt.open.Add(1) > pt.max {
+		pt.open.Add(-1)
+		h.writeOverloaded(rec, fmt.Sprintf("this proxy already relays %d passthrough tunnels (limits.max_in_flight): retry later", pt.max))
+		return
+	}
+	opened := false
+	defer func() {
+		if !opened {
+			pt.open.Add(-1)
+		}
+	}()
 	h.metrics.tunnels.WithLabelValues("passthrough").Inc()
-	server, err := h.passthrough.dialer.DialContext(r.Context(), "tcp", r.URL.Host)
+	server, err := pt.dial(r.Context(), r.URL.Host)
 	if err != nil {
 		h.log.Warn("passthrough tunnel: cannot connect", zap.String("host", r.URL.Host), zap.Error(err))
 		writeProblem(rec, http.StatusBadGateway, CodeUpstreamUnreachable, "cannot connect to "+r.URL.Host+": "+err.Error())
@@ -320,8 +403,10 @@ func (h *Handler) openPassthrough(rec *recorder, r *http.Request) {
 		server.Close()
 		return
 	}
-	if !h.passthrough.start(client, server) {
+	if !pt.start(client, server) {
 		client.Close() // shutting down
 		server.Close()
+		return
 	}
+	opened = true // run gives the place back when the tunnel ends
 }

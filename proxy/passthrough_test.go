@@ -200,3 +200,50 @@ func TestPassthroughPatterns(t *testing.T) {
 		}
 	}
 }
+
+// A wildcard is for the app's other HTTPS hosts: through it, a name that
+// resolves to the proxy's own machine (or a link-local address, the cloud's
+// metadata service) is not reached; a pattern that names the host is.
+func TestPassthroughWildcardNeverReachesLoopback(t *testing.T) {
+	forEachSetup(t, func(t *testing.T, setup envOption) {
+		far := newFarEnd(t)
+		e, pt := newPassthroughEnv(t, setup, "*:"+far.port())
+		resp, body := rawExchange(t, e, "CONNECT", "CONNECT localhost:"+far.port()+" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+		assertProblem(t, resp, body, 502, proxy.CodeUpstreamUnreachable)
+		// An IPv6 literal with a zone is a literal, which "*" never covers.
+		resp, body = rawExchange(t, e, "CONNECT", "CONNECT [::1%25lo]:"+far.port()+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		assertProblem(t, resp, body, 403, proxy.CodeHostNotAllowed)
+		if n := pt.Open(); n != 0 {
+			t.Errorf("%d tunnels open", n)
+		}
+	})
+}
+
+// Each passthrough tunnel holds two goroutines, two buffers and two file
+// descriptors for as long as it lasts: one more than MaxTunnels is refused
+// at once, as one request more than limits.max_in_flight is.
+func TestPassthroughTunnelsAreBounded(t *testing.T) {
+	far := newFarEnd(t)
+	pt, err := proxy.NewPassthrough(proxy.PassthroughConfig{Hosts: []string{"localhost:" + far.port()}, MaxTunnels: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pt.Close() })
+	e := newEnv(t, false, func(_ *env, p *proxy.Config, _ *tokencache.Config) { p.Passthrough = pt })
+	for range 2 {
+		if _, _, resp := connectTo(t, e, "localhost:"+far.port()); resp.StatusCode != 200 {
+			t.Fatalf("CONNECT within the bound: %d", resp.StatusCode)
+		}
+	}
+	resp, body := rawExchange(t, e, "CONNECT", "CONNECT localhost:"+far.port()+" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+	assertProblem(t, resp, body, 503, proxy.CodeOverloaded)
+	if got := resp.Header.Get("Retry-After"); got != "1" {
+		t.Errorf("Retry-After %q, want 1", got)
+	}
+	if n := pt.Open(); n != 2 {
+		t.Errorf("%d tunnels open, want 2", n)
+	}
+	if v := testkit.Value(t, e.reg, "dinie_proxy_overloaded_total"); v != 1 {
+		t.Errorf("overloaded = %v, want 1", v)
+	}
+}

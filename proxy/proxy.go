@@ -372,11 +372,15 @@ var retryAfterOne = []string{"1"}
 // the counter and the request metrics tell.
 func (h *Handler) overloaded(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	h.writeOverloaded(w, fmt.Sprintf("this proxy is already serving %d requests (limits.max_in_flight): retry later", h.maxInFlight))
+	h.metrics.observe(methodLabel(r.Method), http.StatusServiceUnavailable, time.Since(start))
+}
+
+// writeOverloaded answers 503 overloaded and counts it.
+func (h *Handler) writeOverloaded(w http.ResponseWriter, detail string) {
 	h.metrics.overloaded.Inc()
 	w.Header()["Retry-After"] = retryAfterOne
-	writeProblem(w, http.StatusServiceUnavailable, CodeOverloaded,
-		fmt.Sprintf("this proxy is already serving %d requests (limits.max_in_flight): retry later", h.maxInFlight))
-	h.metrics.observe(methodLabel(r.Method), http.StatusServiceUnavailable, time.Since(start))
+	writeProblem(w, http.StatusServiceUnavailable, CodeOverloaded, detail)
 }
 
 // proxyError is the one place where a failure becomes the app's answer.

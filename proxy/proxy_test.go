@@ -364,6 +364,7 @@ func rawExchange(t *testing.T, e *env, method, request string) (*http.Response, 
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second)) // a wrong answer fails, not hangs
 	fmt.Fprint(conn, request)
 	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: method})
 	if err != nil {

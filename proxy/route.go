@@ -69,7 +69,12 @@ func (rt *router) route(r *http.Request, inTunnel bool) routing {
 	}
 	if r.Method == http.MethodConnect {
 		if inTunnel {
-			return refuseConnect
+			// No tunnel in a tunnel; to another host it is refused as any
+			// other host is.
+			if host, _, err := net.SplitHostPort(r.URL.Host); err == nil && sameName(host, rt.upstream.Hostname()) {
+				return refuseConnect
+			}
+			return refuseHost
 		}
 		return rt.connect(r.URL.Host)
 	}
@@ -98,7 +103,7 @@ func (rt *router) connect(authority string) routing {
 	if err != nil {
 		return refuseHost
 	}
-	if !strings.EqualFold(host, rt.upstream.Hostname()) {
+	if !sameName(host, rt.upstream.Hostname()) {
 		if rt.passthrough.match(host, port) {
 			return routePassthrough
 		}
@@ -114,6 +119,13 @@ func (rt *router) connect(authority string) routing {
 		return refuseConnect
 	}
 	return refuseHost
+}
+
+// sameName reports whether host names the upstream host: in any case, and
+// with or without the trailing dot of a fully qualified name, which
+// resolves to the same host.
+func sameName(host, upstream string) bool {
+	return strings.EqualFold(strings.TrimSuffix(host, "."), strings.TrimSuffix(upstream, "."))
 }
 
 // isSelf reports whether an absolute-form target names the proxy itself: an

@@ -58,6 +58,7 @@ func TestRoute(t *testing.T) {
 		{"CONNECT", "evil.example:80", false, refuseHost},
 		{"CONNECT", "127.0.0.1:8080", false, refuseHost},
 		{"CONNECT", "api.dinie.com.br:80", true, refuseConnect},
+		{"CONNECT", "evil.example:443", true, refuseHost},
 	}
 	for _, tt := range tests {
 		r := &http.Request{Method: tt.method, URL: mustParseRequestURI(t, tt.method, tt.target)}
@@ -190,6 +191,13 @@ func TestRouteInterceptAndPassthrough(t *testing.T) {
 		{true, hosts, "api.dinie.com.br:443", routeInterceptTunnel},
 		{false, hosts, "api.dinie.com.br:443", refuseConnect},
 		{false, hosts, "api.dinie.com.br:8443", refuseHost},
+		// Nor when written as a fully qualified name.
+		{true, hosts, "api.dinie.com.br.:443", routeInterceptTunnel},
+		{false, hosts, "API.DINIE.COM.BR.:443", refuseConnect},
+		{false, exact, "api.dinie.com.br.:443", refuseConnect},
+		// A zoned IPv6 literal is a literal: "*" is for names.
+		{false, hosts, "[::1%25lo]:443", routePassthrough},
+		{false, hosts, "[fe80::1%25eth0]:443", refuseHost},
 		// "*" covers names on 443, not IP literals or other ports.
 		{false, hosts, "anything.example:443", routePassthrough},
 		{false, hosts, "anything.example:80", refuseHost},
