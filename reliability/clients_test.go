@@ -118,6 +118,23 @@ func needTool(t *testing.T, name string) string {
 	return path
 }
 
+// needClient finds what a client needs beyond its tool: Python's requests,
+// Node's undici.
+func needClient(t *testing.T, name, tool string) {
+	t.Helper()
+	needTool(t, tool)
+	if name == "python requests" {
+		if err := exec.Command("python3", "-c", "import requests").Run(); err != nil {
+			needTool(t, "python3-requests") // fails in CI, skips elsewhere
+		}
+	}
+	if strings.HasPrefix(name, "node") {
+		if _, err := os.Stat("testdata/node/node_modules/undici"); err != nil {
+			needTool(t, "undici (npm ci --prefix reliability/testdata/node)")
+		}
+	}
+}
+
 // TestRealClientsThroughHTTPProxy sends requests for Dinie's http:// URL
 // through the proxy from the clients apps are built on, each set up only
 // with the environment the README gives it (HTTP_PROXY and http_proxy,
@@ -176,17 +193,7 @@ r = requests.get(sys.argv[1]); print(r.status_code); print(r.text)`
 		"NO_PROXY=127.0.0.1,localhost", "no_proxy=127.0.0.1,localhost")
 	for _, c := range clients {
 		t.Run(c.name, func(t *testing.T) {
-			needTool(t, c.tool)
-			if c.name == "python requests" {
-				if err := exec.Command("python3", "-c", "import requests").Run(); err != nil {
-					needTool(t, "python3-requests") // fails in CI, skips elsewhere
-				}
-			}
-			if strings.HasPrefix(c.name, "node") {
-				if _, err := os.Stat("testdata/node/node_modules/undici"); err != nil {
-					needTool(t, "undici (npm ci --prefix reliability/testdata/node)")
-				}
-			}
+			needClient(t, c.name, c.tool)
 			before := len(d.seenRequests())
 			status, body := runClient(t, env, c.argv("http://"+dinieHost+"/api/v3/customers?limit=1"))
 			if status != 200 || !strings.Contains(body, "dinie saw GET /api/v3/customers") {

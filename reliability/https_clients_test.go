@@ -98,17 +98,7 @@ except requests.exceptions.ProxyError as e:
 	_, dinieURL, _ := strings.Cut(d.url(), "://")
 	for _, c := range clients {
 		t.Run(c.name, func(t *testing.T) {
-			needTool(t, c.tool)
-			if c.name == "python requests" {
-				if err := exec.Command("python3", "-c", "import requests").Run(); err != nil {
-					needTool(t, "python3-requests") // fails in CI, skips elsewhere
-				}
-			}
-			if strings.HasPrefix(c.name, "node") {
-				if _, err := os.Stat("testdata/node/node_modules/undici"); err != nil {
-					needTool(t, "undici (npm ci --prefix reliability/testdata/node)")
-				}
-			}
+			needClient(t, c.name, c.tool)
 			env := append(append([]string(nil), base...), c.env...)
 			before := len(d.seenRequests())
 			status, body := runHTTPSClient(t, env, c.argv("https://"+dinieURL+"/customers?limit=1"))
