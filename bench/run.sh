@@ -85,52 +85,8 @@ install_tools() {
 # --- processes -----------------------------------------------------------------
 
 tmp=$(mktemp -d /tmp/dinie-bench.XXXXXX)
-declare -a started_pids=()
-
-cleanup() {
-	local pid i
-	trap - EXIT INT TERM
-	for pid in "${started_pids[@]}"; do
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in "${started_pids[@]}"; do
-		for ((i = 0; i < 30; i++)); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		# nginx's workers go with their master; anything left is killed.
-		pkill -KILL -P "$pid" 2>/dev/null || true
-		kill -KILL "$pid" 2>/dev/null || true
-	done
-	wait 2>/dev/null || true
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'say interrupted; exit 130' INT TERM
-
-# free_port prints the next port from next_port on that nothing listens on.
-# It runs in the main shell (no $(...)) so next_port advances.
-free_port() {
-	local -n out=$1
-	while (: <"/dev/tcp/127.0.0.1/$next_port") 2>/dev/null; do
-		next_port=$((next_port + 1))
-	done
-	out=$next_port
-	next_port=$((next_port + 1))
-}
-
-# wait_port PORT PID NAME: until something accepts on PORT, for 15 s.
-wait_port() {
-	local i
-	for ((i = 0; i < 150; i++)); do
-		kill -0 "$2" 2>/dev/null || die "$3 exited at start; see $tmp/$3.log"
-		if (: <"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-			return 0
-		fi
-		sleep 0.1
-	done
-	die "$3 did not listen on $1 within 15 s"
-}
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 fill() { # fill TEMPLATE OUT PORT
 	sed -e "s|@TMP@|$tmp|g" -e "s|@PORT@|$3|g" -e "s|@UPSTREAM_PORT@|$upstream_port|g" \
