@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -140,6 +141,15 @@ type prereadConn struct {
 }
 
 func (c *prereadConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// CloseWrite passes a half-close on, so that a relay can end one direction
+// and keep the other.
+func (c *prereadConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
 
 // StandInToken is what the proxy gives an app that asks for a token: a
 // fixed, non-secret string. The real token never leaves the proxy except
