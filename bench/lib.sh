@@ -50,3 +50,16 @@ wait_port() {
 	done
 	die "$3 did not listen on $1 within 15 s"
 }
+
+# cpu_ticks PID...: utime + stime (fields 14 and 15 of /proc/PID/stat) summed.
+# The command name (field 2) may hold spaces, so fields count after its ')'.
+cpu_ticks() {
+	local pid stat rest sum=0
+	for pid in "$@"; do
+		stat=$(cat "/proc/$pid/stat") || continue
+		rest=${stat##*) }
+		read -ra f <<<"$rest"
+		sum=$((sum + f[11] + f[12]))
+	done
+	echo "$sum"
+}

@@ -171,19 +171,6 @@ pids_of() {
 	echo "$pid $kids"
 }
 
-# cpu_ticks PID...: utime + stime (fields 14 and 15 of /proc/PID/stat) summed.
-# The command name (field 2) may hold spaces, so fields count after its ')'.
-cpu_ticks() {
-	local pid stat rest sum=0
-	for pid in "$@"; do
-		stat=$(cat "/proc/$pid/stat") || continue
-		rest=${stat##*) }
-		read -ra f <<<"$rest"
-		sum=$((sum + f[11] + f[12]))
-	done
-	echo "$sum"
-}
-
 # reset_hwm PID...: writing 5 to clear_refs resets VmHWM to the current RSS
 # (Linux 4.0+), so each run reports its own peak, not the lifetime's.
 reset_hwm() {

@@ -44,16 +44,6 @@ fill() { # fill TEMPLATE OUT PORT
 		-e "s|@CERT@|$tmp/upstream.pem|g" -e "s|@KEY@|$tmp/upstream-key.pem|g" \
 		-e "s|@LEAF@|$tmp/ica/leaf.pem|g" -e "s|@LEAF_KEY@|$tmp/ica/leaf-key.pem|g" "$1" >"$2"
 }
-cpu_ticks() {
-	local pid stat rest sum=0
-	for pid in "$@"; do
-		stat=$(cat "/proc/$pid/stat") || continue
-		rest=${stat##*) }
-		read -ra f <<<"$rest"
-		sum=$((sum + f[11] + f[12]))
-	done
-	echo "$sum"
-}
 
 say "building dinie-auth-proxy, the upstream and the load generator"
 go build -o "$tmp/dinie-auth-proxy" . || die "go build failed"
