@@ -80,6 +80,17 @@ func (rt *router) route(r *http.Request, inTunnel bool) routing {
 	}
 	var mode routing
 	switch {
+	case inTunnel && !r.URL.IsAbs():
+		// Origin-form inside a tunnel: served as absolute-form for the
+		// Host it names, over TLS when the tunnel is intercepted.
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		if !sameAuthority(r.Host, scheme, rt.upstream) {
+			return refuseHost
+		}
+		mode = routeAbsolute
 	case !r.URL.IsAbs():
 		mode = routeBaseURL
 	case sameHost(r.URL, rt.upstream):
@@ -155,11 +166,20 @@ func (rt *router) isSelf(target *url.URL) bool {
 // same host name in any case, and no port, the default port of the
 // request's scheme, or the upstream's port.
 func sameHost(target, upstream *url.URL) bool {
-	if target.User != nil || !strings.EqualFold(target.Hostname(), upstream.Hostname()) {
+	return target.User == nil && sameAuthority(target.Host, target.Scheme, upstream)
+}
+
+// sameAuthority is sameHost for a host[:port] reached with scheme.
+func sameAuthority(authority, scheme string, upstream *url.URL) bool {
+	host, port := authority, ""
+	if h, p, err := net.SplitHostPort(authority); err == nil {
+		host, port = h, p
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if !strings.EqualFold(host, upstream.Hostname()) {
 		return false
 	}
-	port := target.Port()
-	if port == "" || port == defaultPort(target.Scheme) {
+	if port == "" || port == defaultPort(scheme) {
 		return true
 	}
 	up := upstream.Port()

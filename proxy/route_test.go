@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"net"
 	"net/http"
 	"net/url"
@@ -217,6 +218,36 @@ func TestRouteInterceptAndPassthrough(t *testing.T) {
 		r := &http.Request{Method: "CONNECT", URL: &url.URL{Host: tt.connect}}
 		if got := newRouter(upstream, "", tt.intercept, tt.hosts).route(r, false); got != tt.want {
 			t.Errorf("intercept %v, %d patterns: CONNECT %s = %d, want %d", tt.intercept, len(tt.hosts), tt.connect, got, tt.want)
+		}
+	}
+}
+
+// Inside a tunnel requests come in origin form: their Host decides, with
+// the scheme of the tunnel.
+func TestRouteOriginFormInsideATunnel(t *testing.T) {
+	upstream, _ := url.Parse("https://api.dinie.com.br/api/v3")
+	rt := newRouter(upstream, "127.0.0.1:8080", true, nil)
+	for _, tt := range []struct {
+		host string
+		tls  bool
+		want routing
+	}{
+		{"api.dinie.com.br", false, routeAbsolute},
+		{"API.Dinie.com.br:80", false, routeAbsolute},
+		{"api.dinie.com.br", true, routeAbsolute},
+		{"api.dinie.com.br:443", true, routeAbsolute},
+		{"api.dinie.com.br:8443", true, refuseHost},
+		{"evil.example", true, refuseHost},
+		{"api.dinie.com.br.evil.example", false, refuseHost},
+		{"127.0.0.1:8080", false, refuseHost}, // the proxy itself: not inside a tunnel
+		{"", true, refuseHost},
+	} {
+		r := &http.Request{Method: "GET", URL: &url.URL{Path: "/api/v3/customers"}, Host: tt.host}
+		if tt.tls {
+			r.TLS = &tls.ConnectionState{}
+		}
+		if got := rt.route(r, true); got != tt.want {
+			t.Errorf("Host %q (TLS %v) in a tunnel: %d, want %d", tt.host, tt.tls, got, tt.want)
 		}
 	}
 }

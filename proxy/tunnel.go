@@ -73,19 +73,7 @@ func (t *Tunnels) hand(c net.Conn) bool {
 // intercepted tunnel (r.TLS set by the server) the scheme is https, so that
 // the Host's port is compared with 443.
 func (h *Handler) TunnelHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodConnect && !r.URL.IsAbs() {
-			u := *r.URL
-			u.Scheme, u.Host = "http", r.Host
-			if r.TLS != nil {
-				u.Scheme = "https"
-			}
-			r2 := *r
-			r2.URL = &u
-			r = &r2
-		}
-		h.serve(w, r, true)
-	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.serve(w, r, true) })
 }
 
 // openTunnel answers a CONNECT with 200 and hands the connection to the
