@@ -267,17 +267,3 @@ func (p *retryPolicy) wait(ctx context.Context, st *retryState, reason retryReas
 	p.counters[reason].Inc()
 	return nil
 }
-
-func newRetryCounters() (*prometheus.CounterVec, [retryReasons]prometheus.Counter) {
-	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "dinie_proxy_upstream_retries_total",
-		Help: "Requests sent again after a transient failure of the upstream, by reason: unreachable, unavailable (502/503/504), rate_limited (429).",
-	}, []string{"reason"})
-	var c [retryReasons]prometheus.Counter
-	for i, l := range retryReasonLabels {
-		// Made now, so that every series exists from the start and a retry
-		// looks nothing up.
-		c[i] = vec.WithLabelValues(l)
-	}
-	return vec, c
-}

@@ -4,13 +4,9 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"math"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TokenSource hands out the access token and drops it when the upstream
@@ -129,7 +125,7 @@ func (t *sender) send(req *http.Request, rec *recorder) (*http.Response, error) 
 				// retrying again could loop, and invalidating again would let
 				// one bad endpoint drive token fetches.
 				discard(resp.Body)
-				t.metrics.retries.Inc()
+				t.metrics.replays401.Inc()
 				rec.retried, replayed = true, true
 				out, tok = req.Clone(ctx), fresh
 				out.Body = replay
@@ -336,27 +332,4 @@ func (b *requestBody) complete() ([]byte, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf, b.eof && !b.overflow && b.max > 0
-}
-
-// observeRateLimit exports Dinie's rate-limit headers. Absent headers leave
-// the gauges as they are; malformed ones are ignored.
-func (m *metrics) observeRateLimit(h http.Header) {
-	setFromHeader(m.rateLimit, h, "X-Ratelimit-Limit")
-	setFromHeader(m.rateRemaining, h, "X-Ratelimit-Remaining")
-	setFromHeader(m.rateReset, h, "X-Ratelimit-Reset")
-}
-
-// setFromHeader takes the key in canonical form: a direct map lookup,
-// where Header.Get would canonicalize the key on every response.
-func setFromHeader(g prometheus.Gauge, h http.Header, key string) {
-	vv := h[key]
-	if len(vv) == 0 || vv[0] == "" {
-		return
-	}
-	v := vv[0]
-	f, err := strconv.ParseFloat(v, 64)
-	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 {
-		return
-	}
-	g.Set(f)
 }
