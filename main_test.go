@@ -213,7 +213,8 @@ func testEndToEnd(t *testing.T, server, transport string) {
 			"dinie_proxy_token_expiry_timestamp_seconds", "dinie_proxy_upstream_401_retries_total",
 			"dinie_proxy_upstream_ratelimit_limit", "dinie_proxy_upstream_ratelimit_remaining",
 			"dinie_proxy_upstream_ratelimit_reset_timestamp_seconds", "dinie_proxy_overloaded_total",
-			"dinie_proxy_upstream_retries_total", "go_goroutines", "process_resident_memory_bytes",
+			"dinie_proxy_upstream_retries_total", "dinie_proxy_retry_budget_exhausted_total", "dinie_proxy_session_tokens",
+			"go_goroutines", "process_resident_memory_bytes",
 		} {
 			if !strings.Contains(metrics, "\n# TYPE "+name+" ") {
 				t.Errorf("/metrics lacks %s", name)

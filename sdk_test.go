@@ -108,7 +108,7 @@ func testDinieSDKWorksUnchanged(t *testing.T, server string) {
 	proxyURL, _ := url.Parse(r.proxy)
 	host := strings.TrimPrefix(d.URL, "https://")
 
-	for _, mode := range []struct {
+	for i, mode := range []struct {
 		name string
 		sdk  *sdkClient
 	}{
@@ -129,8 +129,12 @@ func testDinieSDKWorksUnchanged(t *testing.T, server string) {
 			if code, _ := sdk.call("POST", "/customers", `{"name":"Ana"}`, "idem-fake-1"); code != 200 {
 				t.Errorf("create: %d", code)
 			}
+			// The first mode's revocation meets the proxy's try and its
+			// replay with a fresh token, then the app's own retry. The
+			// later ones come within 10 s of that fetch, which was the one
+			// a 401 may cause: the proxy's try goes to the app as it came.
 			mu.Lock()
-			unauthorized["/api/v3/customers/cus_revoked"] = 2
+			unauthorized["/api/v3/customers/cus_revoked"] = map[bool]int{true: 2, false: 1}[i == 0]
 			mu.Unlock()
 			if code, _ := sdk.call("GET", "/customers/cus_revoked", "", ""); code != 200 {
 				t.Errorf("read after a 401: %d", code)
@@ -169,9 +173,9 @@ func testDinieSDKWorksUnchanged(t *testing.T, server string) {
 	if strings.Contains(logs, "fake-sdk-secret") || strings.Contains(logs, "ZmFrZS1zZGstY2xpZW50OmZha2Utc2RrLXNlY3JldA") {
 		t.Error("the proxy logged the app's credentials")
 	}
-	// The proxy's own fetches: one at start-up, and one per revocation that
-	// its replay met (three modes).
-	if n := d.fetches.Load(); n != 4 {
-		t.Errorf("the proxy fetched %d tokens, want 4", n)
+	// The proxy's own fetches: one at start-up, and one for the first
+	// revocation; the others, within 10 s of it, cost none.
+	if n := d.fetches.Load(); n != 2 {
+		t.Errorf("the proxy fetched %d tokens, want 2", n)
 	}
 }

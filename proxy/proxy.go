@@ -89,7 +89,19 @@ type Config struct {
 	// added.
 	IdempotencyKeys bool
 
-	// Clock times the waits before retries. Nil means the system clock.
+	// PassAnyBearer passes on every Bearer token an app sends but the
+	// stand-in, not only the session tokens Dinie issued through this
+	// proxy (auth.pass_bearer: any; README, "Session tokens"). False
+	// passes on the session tokens only.
+	PassAnyBearer bool
+
+	// SessionTokensMax is how many session tokens are remembered at once;
+	// the soonest to expire is dropped first (auth.session_tokens_max).
+	// Zero means 10000.
+	SessionTokensMax int
+
+	// Clock times the waits before retries, the retry budget and the
+	// session tokens' expiry. Nil means the system clock.
 	Clock Clock
 
 	// Logger receives one access line per request. Nil means no logs.
@@ -138,6 +150,9 @@ type Handler struct {
 	upstreamTimeout time.Duration
 	log             *zap.Logger
 	sender          *sender
+	sessions        *sessionTokens
+	passAnyBearer   bool
+	clock           Clock
 	buffers         *bufferPool
 	metrics         *metrics
 	// serving counts the requests in ServeHTTP, against maxInFlight: an
@@ -199,17 +214,28 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.MaxInFlight <= 0 {
 		h.maxInFlight = math.MaxInt64
 	}
+	h.clock = cfg.Clock
+	if h.clock == nil {
+		h.clock = systemClock{}
+	}
 	retry := &retryPolicy{
-		retries:  max(cfg.Retries, 0),
-		maxWait:  cfg.RetryMaxWait,
-		timeout:  h.upstreamTimeout,
-		autoKeys: cfg.IdempotencyKeys,
-		clock:    cfg.Clock,
-		counters: m.upstreamRetries,
+		retries:   max(cfg.Retries, 0),
+		maxWait:   cfg.RetryMaxWait,
+		timeout:   h.upstreamTimeout,
+		autoKeys:  cfg.IdempotencyKeys,
+		clock:     h.clock,
+		counters:  m.upstreamRetries,
+		exhausted: m.retryBudgetExhausted,
 	}
-	if retry.clock == nil {
-		retry.clock = systemClock{}
+	if retry.retries > 0 {
+		retry.budget = newRetryBudget(h.clock)
 	}
+	sessionsMax := cfg.SessionTokensMax
+	if sessionsMax <= 0 {
+		sessionsMax = 10000
+	}
+	h.sessions = newSessionTokens(sessionsMax, h.clock, m.sessionTokens)
+	h.passAnyBearer = cfg.PassAnyBearer
 	h.sender = &sender{base: cfg.Transport, tokens: cfg.Tokens, maxReplay: max(cfg.MaxReplayBytes, 0),
 		metrics: m, budget: newReplayBudget(max(cfg.ReplayBudgetBytes, 0)), retry: retry}
 	if cfg.RecycleRequests {
@@ -338,14 +364,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, inTunnel bool) {
 	}()
 	switch rt = h.router.route(r, inTunnel); rt {
 	case routeTokenRequest:
-		h.answerTokenRequest(rec)
+		h.answerTokenRequest(rec, r)
 	case routePlainTunnel:
 		h.openTunnel(rec, r)
 	case routeInterceptTunnel:
 		h.openInterceptTunnel(rec, r)
 	case routePassthrough:
 		h.openPassthrough(rec, r)
-	case refuseConnect, refuseHost:
+	case refuseConnect, refuseHost, refuseMethod:
 		h.refuse(rec, rt, r)
 	case asteriskForm:
 		answerAsterisk(rec, r)
@@ -404,9 +430,16 @@ type unreachableError interface {
 	Unreachable() bool
 }
 
-// errUpgrade is an upstream's 101 (only net/http's transport returns one),
-// which the proxy never relays.
+// errUpgrade is an upstream's 101 as net/http's transport returns it, a
+// response, which the proxy never relays.
 var errUpgrade = errors.New("proxy: the upstream switched protocols, which this proxy does not relay")
+
+// switchedProtocolsError is a transport's error for an unrequested 101
+// (h1.ErrSwitchingProtocols).
+type switchedProtocolsError interface {
+	error
+	SwitchedProtocols() bool
+}
 
 func (h *Handler) classify(r *http.Request, err error) (status int, code, detail string) {
 	// First: when the app has gone, whatever failed failed because of it.
@@ -419,7 +452,7 @@ func (h *Handler) classify(r *http.Request, err error) (status int, code, detail
 	if be, ok := errors.AsType[*clientBodyError](err); ok {
 		return http.StatusBadRequest, CodeBadRequestBody, "the request body could not be read: " + be.err.Error()
 	}
-	if errors.Is(err, errUpgrade) {
+	if sp, ok := errors.AsType[switchedProtocolsError](err); errors.Is(err, errUpgrade) || ok && sp.SwitchedProtocols() {
 		return http.StatusBadGateway, CodeUpstreamUnreachable, "the upstream answered 101 Switching Protocols, which this proxy does not relay"
 	}
 	if u, ok := errors.AsType[unreachableError](err); ok && u.Unreachable() {
