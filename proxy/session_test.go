@@ -39,7 +39,9 @@ func (c jsSessionClient) accessToken(code string) string {
 	c.t.Helper()
 	resp, body := c.post("/auth/token", "application/x-www-form-urlencoded", "grant_type=client_credentials",
 		"Authorization", "Basic dW51c2VkOnVudXNlZA==") // base64("unused:unused")
-	var cc struct{ AccessToken string `json:"access_token"` }
+	var cc struct {
+		AccessToken string `json:"access_token"`
+	}
 	if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &cc) != nil {
 		c.t.Fatalf("token request: %d %s", resp.StatusCode, body)
 	}
