@@ -436,6 +436,8 @@ func TestInvalidConfigExits2NamingTheKey(t *testing.T) {
 		{"retries not a number", map[string]string{"DINIE_PROXY_UPSTREAM_RETRIES": "two"}, nil, "upstream.retries"},
 		{"zero retry wait", nil, []string{"--upstream.retry_max_wait", "0s"}, "upstream.retry_max_wait"},
 		{"bad idempotency keys", nil, []string{"--upstream.idempotency_keys", "on"}, "upstream.idempotency_keys"},
+		{"bad pass bearer", nil, []string{"--auth.pass_bearer", "all"}, "auth.pass_bearer"},
+		{"no session tokens", map[string]string{"DINIE_PROXY_AUTH_SESSION_TOKENS_MAX": "0"}, nil, "auth.session_tokens_max"},
 		{"unknown flag", nil, []string{"--upstream.uri", "x"}, "upstream.uri"},
 	}
 	for _, tt := range tests {

@@ -179,3 +179,52 @@ func testDinieSDKWorksUnchanged(t *testing.T, server string) {
 		t.Errorf("the proxy fetched %d tokens, want 2", n)
 	}
 }
+
+// TestDinieSDKSessionModeWorksUnchanged drives the whole program as the JS
+// SDK's session mode does (dinie-tech/sdk-js, src/runtime/token-manager.ts,
+// TokenManager with `code`: #performClientCredentials, then
+// #performExchange, then requests with the customer token, as
+// src/runtime/http.ts buildHeaders sends them): the customer token reaches
+// Dinie as the app sent it. With auth.pass_bearer any, so does a customer
+// token the proxy did not see issued.
+func TestDinieSDKSessionModeWorksUnchanged(t *testing.T) {
+	for _, passBearer := range []string{"session", "any"} {
+		t.Run(passBearer, func(t *testing.T) {
+			d := newFakeDinie(t)
+			var mu sync.Mutex
+			var auths []string
+			d.setAPI(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				auths = append(auths, r.URL.Path+" "+r.Header.Get("Authorization"))
+				mu.Unlock()
+				if r.URL.Path == "/api/v3/biometrics/session-exchange" {
+					io.WriteString(w, `{"access_token":"fake-customer-token","token_type":"bearer","expires_in":1800,"customer_id":"cus_fake"}`)
+					return
+				}
+				io.WriteString(w, `{}`)
+			})
+			r := start(t, d.env("DINIE_PROXY_AUTH_PASS_BEARER", passBearer))
+			waitReady(t, r)
+			sdk := &sdkClient{t: t, baseURL: r.proxy + "/api/v3", http: &http.Client{}}
+			sdk.fetchToken()
+			code, body := sdk.call("POST", "/biometrics/session-exchange", `{"code":"dinie_bsc_fake"}`, "")
+			if code != 200 || !strings.Contains(body, "fake-customer-token") {
+				t.Fatalf("session exchange: %d %s", code, body)
+			}
+			sdk.token = "fake-customer-token"
+			sdk.call("GET", "/customers/cus_fake", "", "")
+			sdk.token = "fake-customer-token-from-elsewhere"
+			sdk.call("GET", "/customers/cus_other", "", "")
+			mu.Lock()
+			defer mu.Unlock()
+			want := []string{
+				"/api/v3/biometrics/session-exchange Bearer " + tokenStem + "1",
+				"/api/v3/customers/cus_fake Bearer fake-customer-token",
+				"/api/v3/customers/cus_other Bearer " + map[string]string{"session": tokenStem + "1", "any": "fake-customer-token-from-elsewhere"}[passBearer],
+			}
+			if strings.Join(auths, "\n") != strings.Join(want, "\n") {
+				t.Errorf("Dinie saw:\n%s\nwant:\n%s", strings.Join(auths, "\n"), strings.Join(want, "\n"))
+			}
+		})
+	}
+}
