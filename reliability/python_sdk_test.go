@@ -3,14 +3,11 @@
 package reliability
 
 import (
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -37,9 +34,8 @@ type pythonSeen struct {
 
 func newPythonDinie(t *testing.T) *pythonDinie {
 	d := &pythonDinie{}
-	cert, caPEM := hostCertificate(t, dinieHost)
 	keys := map[string]int{}
-	d.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	d.srv, d.caFile = serveAsDinie(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		if r.URL.Path == "/api/v3/auth/token" {
 			if _, secret, _ := r.BasicAuth(); secret != secret1 {
@@ -72,14 +68,6 @@ func newPythonDinie(t *testing.T) *pythonDinie {
 			writeProblemJSON(w, 404, "not_found", "fake: no such path")
 		}
 	}))
-	d.srv.Config.ErrorLog = quietLog()
-	d.srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
-	d.srv.StartTLS()
-	t.Cleanup(d.srv.Close)
-	d.caFile = filepath.Join(t.TempDir(), "dinie-ca.pem")
-	if err := os.WriteFile(d.caFile, caPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
 	return d
 }
 
@@ -117,12 +105,7 @@ func pythonWithHTTPX(t *testing.T) string {
 // retries on its own), and its session mode's customer token reaches Dinie
 // as the SDK sent it.
 func TestPythonSDKThroughTheProxy(t *testing.T) {
-	if _, err := net.LookupHost(dinieHost); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s does not resolve; .ci/run adds it to /etc/hosts", dinieHost)
-		}
-		t.Skipf("%s does not resolve: add '127.0.0.1 %s' to /etc/hosts (.ci/run does)", dinieHost, dinieHost)
-	}
+	needDinieHost(t)
 	py := pythonWithHTTPX(t)
 	script, _ := filepath.Abs("testdata/pysdk/client.py")
 	for _, transport := range []string{"http1", "standard"} {
