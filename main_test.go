@@ -505,6 +505,31 @@ func TestDemo(t *testing.T) {
 	if echo.Path != "/api/v3/customers" || !strings.HasPrefix(echo.Authorization, "Bearer demo_at_") || !strings.HasSuffix(echo.Authorization, "…") {
 		t.Errorf("echo = %v, want the prefixed path and a shortened token", echo)
 	}
+	// The session mode of Dinie's SDKs: the customer token the mock issues
+	// reaches it as the app sends it.
+	resp, err := http.Post(r.proxy+"/biometrics/session-exchange", "application/json", strings.NewReader(`{"code":"dinie_bsc_demo"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var session struct {
+		AccessToken string `json:"access_token"`
+	}
+	json.NewDecoder(resp.Body).Decode(&session)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(session.AccessToken, "demo_st_") {
+		t.Fatalf("session exchange: %d, token %q…", resp.StatusCode, session.AccessToken[:min(len(session.AccessToken), 8)])
+	}
+	req, _ := http.NewRequest("GET", r.proxy+"/customers/cus_demo", nil)
+	req.Header.Set("Authorization", "Bearer "+session.AccessToken)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&echo)
+	resp.Body.Close()
+	if !strings.HasPrefix(echo.Authorization, "Bearer demo_st_") {
+		t.Errorf("the mock saw %.15s…, want the session token", echo.Authorization)
+	}
 }
 
 // TestBinary checks what only a real process shows: the exit statuses and
