@@ -17,24 +17,15 @@ import (
 const (
 	authProxyLabel = "dinie.com.br/auth-proxy"
 	configMapName  = "dinie-auth-proxy-config"
-	// What components/intercept appends to the app's JAVA_TOOL_OPTIONS.
-	javaOptions = "-Djavax.net.ssl.trustStore=/etc/dinie-auth-proxy/ca/truststore.p12" +
+	// What components/intercept sets in the app's container.
+	proxyURL  = "http://127.0.0.1:8080"
+	bundlePEM = "/etc/dinie-auth-proxy/ca/bundle.pem"
+	caCRT     = "/etc/dinie-auth-proxy/ca/ca.crt"
+	noProxy   = "127.0.0.1,localhost,.svc,.cluster.local"
+	javaOpts  = "-Djavax.net.ssl.trustStore=/etc/dinie-auth-proxy/ca/truststore.p12" +
 		" -Djavax.net.ssl.trustStoreType=PKCS12 -Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort=8080" +
 		" -Dhttp.nonProxyHosts=localhost|127.*|*.svc|*.cluster.local"
-	noProxy = "127.0.0.1,localhost,.svc,.cluster.local"
 )
-
-// interceptEnv is what components/intercept sets in the app's container,
-// in the order it adds missing entries.
-var interceptEnv = []corev1.EnvVar{
-	{Name: "HTTPS_PROXY", Value: "http://127.0.0.1:8080"},
-	{Name: "https_proxy", Value: "http://127.0.0.1:8080"},
-	{Name: "SSL_CERT_FILE", Value: "/etc/dinie-auth-proxy/ca/bundle.pem"},
-	{Name: "REQUESTS_CA_BUNDLE", Value: "/etc/dinie-auth-proxy/ca/bundle.pem"},
-	{Name: "CURL_CA_BUNDLE", Value: "/etc/dinie-auth-proxy/ca/bundle.pem"},
-	{Name: "NODE_EXTRA_CA_CERTS", Value: "/etc/dinie-auth-proxy/ca/ca.crt"},
-	{Name: "NODE_USE_ENV_PROXY", Value: "1"},
-}
 
 // TestComponentsOnForeignDeployments renders components/sidecar, alone and
 // with components/intercept, onto Deployments that are not the project's
@@ -58,24 +49,37 @@ func TestComponentsOnForeignDeployments(t *testing.T) {
 			env: map[string][]corev1.EnvVar{
 				// Its own entries stay where they were: NO_PROXY and
 				// JAVA_TOOL_OPTIONS extended, SSL_CERT_FILE's valueFrom
-				// replaced, UPSTREAM_HTTPS_PROXY_URL (which contains
+				// replaced, UPSTREAM_HTTPS_PROXY_URL (whose name contains
 				// HTTPS_PROXY) untouched; the missing ones follow.
-				"ledger": append(append([]corev1.EnvVar{
+				"ledger": {
 					{Name: "PORT", Value: "8000"},
 					{Name: "NO_PROXY", Value: "ledger-db.payments," + noProxy},
-					{Name: "JAVA_TOOL_OPTIONS", Value: "-Xmx256m " + javaOptions},
+					{Name: "JAVA_TOOL_OPTIONS", Value: "-Xmx256m " + javaOpts},
 					{Name: "UPSTREAM_HTTPS_PROXY_URL", Value: "http://egress.example:3128"},
-					{Name: "SSL_CERT_FILE", Value: "/etc/dinie-auth-proxy/ca/bundle.pem"},
-				}, slices.DeleteFunc(slices.Clone(interceptEnv), func(e corev1.EnvVar) bool {
-					return e.Name == "SSL_CERT_FILE"
-				})...), corev1.EnvVar{Name: "no_proxy", Value: "," + noProxy}),
-				// No env at all before: each entry added; the lists get a
-				// leading separator, which every client tried skips
-				// (deploy/README.md).
-				"billing": append(slices.Clone(interceptEnv),
-					corev1.EnvVar{Name: "NO_PROXY", Value: "," + noProxy},
-					corev1.EnvVar{Name: "no_proxy", Value: "," + noProxy},
-					corev1.EnvVar{Name: "JAVA_TOOL_OPTIONS", Value: " " + javaOptions}),
+					{Name: "SSL_CERT_FILE", Value: bundlePEM},
+					{Name: "HTTPS_PROXY", Value: proxyURL},
+					{Name: "https_proxy", Value: proxyURL},
+					{Name: "REQUESTS_CA_BUNDLE", Value: bundlePEM},
+					{Name: "CURL_CA_BUNDLE", Value: bundlePEM},
+					{Name: "NODE_EXTRA_CA_CERTS", Value: caCRT},
+					{Name: "NODE_USE_ENV_PROXY", Value: "1"},
+					{Name: "no_proxy", Value: "," + noProxy},
+				},
+				// No env at all before: every entry added. A list the app
+				// did not have starts with its separator, which every
+				// client tried skips (deploy/README.md).
+				"billing": {
+					{Name: "HTTPS_PROXY", Value: proxyURL},
+					{Name: "https_proxy", Value: proxyURL},
+					{Name: "SSL_CERT_FILE", Value: bundlePEM},
+					{Name: "REQUESTS_CA_BUNDLE", Value: bundlePEM},
+					{Name: "CURL_CA_BUNDLE", Value: bundlePEM},
+					{Name: "NODE_EXTRA_CA_CERTS", Value: caCRT},
+					{Name: "NODE_USE_ENV_PROXY", Value: "1"},
+					{Name: "NO_PROXY", Value: "," + noProxy},
+					{Name: "no_proxy", Value: "," + noProxy},
+					{Name: "JAVA_TOOL_OPTIONS", Value: " " + javaOpts},
+				},
 			},
 		},
 	} {
