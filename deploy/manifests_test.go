@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -317,6 +318,15 @@ func TestCredentialFilesComeFromSecretVolume(t *testing.T) {
 			}
 			if len(v.Secret.Items) != 0 {
 				t.Errorf("volume %q remaps keys with items; keep key = file name", v.Name)
+			}
+			// Its files are world-readable (no pod-wide fsGroup), so no
+			// container but the proxy's may mount it.
+			for _, c := range append(slices.Clone(p.spec.InitContainers), p.app...) {
+				for _, cm := range c.VolumeMounts {
+					if cm.Name == v.Name && c.Name != sidecarName {
+						t.Errorf("%s mounts the credentials volume %s: only the sidecar may", describe(c), v.Name)
+					}
+				}
 			}
 			key := path.Base(f.file)
 			s, ok := p.base.secrets[v.Secret.SecretName]
