@@ -91,7 +91,7 @@ func newApp(cfg config, opts options, log *zap.Logger, stdout io.Writer) (_ *app
 		if upstream, err = h1.NewTransport(cfg.upstreamURL, h1.TransportConfig{
 			ResponseHeaderTimeout: cfg.upstreamTimeout, RootCAs: cfg.rootCAs,
 			// The proxy's rule: a bare Idempotency-Key does not make a
-			// request resend-safe (README, "Retries").
+			// request resend-safe (docs/operations.md, "Retries").
 			Resendable: proxy.Resendable,
 		}); err != nil {
 			return nil, err

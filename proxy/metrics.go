@@ -20,7 +20,7 @@ func (m *metrics) statusLabel(code int) string {
 	return strconv.Itoa(code)
 }
 
-// metrics are the proxy's Prometheus metrics (README, "Metrics"), all of
+// metrics are the proxy's Prometheus metrics (docs/operations.md, "Health and metrics"), all of
 // them, registered on the Registerer that Config names.
 type metrics struct {
 	codes         [600]string // strconv.Itoa of each status

@@ -10,8 +10,8 @@ import (
 const (
 	CodeHostNotAllowed      = "host_not_allowed"
 	CodeConnectNotSupported = "connect_not_supported"
-	// CodeMethodNotAllowed is TRACE or TRACK, never forwarded (README,
-	// "Errors the proxy answers itself").
+	// CodeMethodNotAllowed is TRACE or TRACK, never forwarded
+	// (docs/operations.md, "Errors the proxy answers itself").
 	CodeMethodNotAllowed = "method_not_allowed"
 	// CodeUnsupportedGrantType is an app's token request for a grant other
 	// than client credentials: the stand-in would silently give it the

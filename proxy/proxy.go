@@ -91,7 +91,7 @@ type Config struct {
 
 	// PassAnyBearer passes on every Bearer token an app sends but the
 	// stand-in, not only the session tokens Dinie issued through this
-	// proxy (auth.pass_bearer: any; README, "Session tokens"). False
+	// proxy (auth.pass_bearer: any; docs/modes-and-clients.md, "Session tokens"). False
 	// passes on the session tokens only.
 	PassAnyBearer bool
 

@@ -58,7 +58,7 @@ const (
 var retryReasonLabels = [retryReasons]string{"unreachable", "unavailable", "rate_limited"}
 
 // firstBackoff is the bound of the first jittered wait; each next one
-// doubles, up to maxWait (README, "Retries"). minBackoff is the least
+// doubles, up to maxWait (docs/operations.md, "Retries"). minBackoff is the least
 // wait: full jitter may draw nothing, and a retry is never at once.
 const (
 	firstBackoff = 200 * time.Millisecond
@@ -66,7 +66,7 @@ const (
 )
 
 // retryPolicy says which requests are sent again after a transient failure
-// of the upstream, and after how long (README, "Retries"). The decision for
+// of the upstream, and after how long (docs/operations.md, "Retries"). The decision for
 // a request that succeeds at once is a few comparisons and the budget's
 // count.
 type retryPolicy struct {
@@ -129,7 +129,7 @@ func fromSDK(h http.Header) bool {
 }
 
 // Resendable reports whether req, as the proxy sends it upstream, may be
-// sent twice (README, "Retries"): its method is GET, HEAD or OPTIONS, or it
+// sent twice (docs/operations.md, "Retries"): its method is GET, HEAD or OPTIONS, or it
 // carries Dinie's X-Idempotency-Key. An app's bare Idempotency-Key does
 // not count: the proxy has copied it into X-Idempotency-Key by then, and
 // Dinie documents no other. Whether its body can go again is the caller's

@@ -2,7 +2,7 @@ package proxy
 
 import "sync"
 
-// The retry budget (README, "Retries"): retries started in the last
+// The retry budget (docs/operations.md, "Retries"): retries started in the last
 // budgetWindow seconds may be at most budgetPercent of the requests
 // received in that time, or budgetMin if that is more. Envoy bounds its
 // retries the same way: without a budget, a failing upstream receives

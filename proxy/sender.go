@@ -27,10 +27,10 @@ func (e *tokenError) Unwrap() error { return e.err }
 
 // sender sends a request upstream with the Bearer token, keeping a bounded
 // copy of its body so that it can be sent again: once after an upstream 401
-// (README, "How the token is handled": the token used is invalidated,
-// compare-and-clear, and the request goes again with a fresh one; a second
-// 401 goes back to the app), and after transient failures (README,
-// "Retries").
+// (docs/operations.md, "How the token is handled": the token used is
+// invalidated, compare-and-clear, and the request goes again with a fresh
+// one; a second 401 goes back to the app), and after transient failures
+// (docs/operations.md, "Retries").
 //
 // It only ever sees the Handler's outbound requests, which are private
 // copies, so it sets the header in place instead of cloning again.
@@ -74,8 +74,8 @@ type sendStats struct {
 // send sends req upstream. Its Authorization is the partner token, or,
 // when pass is set, that header unchanged: a session token's request is
 // neither given the partner token nor replayed with it after a 401
-// (README, "Session tokens"). A resend-safe request is sent again after a
-// transient failure (README, "Retries"): each try takes the current token
+// (docs/modes-and-clients.md, "Session tokens"). A resend-safe request is sent again after a
+// transient failure (docs/operations.md, "Retries"): each try takes the current token
 // and its own copy of the request, and the last answer goes back as it
 // came.
 func (s *sender) send(req *http.Request, pass []string) (*http.Response, sendStats, error) {

@@ -18,7 +18,7 @@ import (
 
 // sessionExchangePath is where Dinie's SDKs exchange a single-use code
 // (dinie_bsc_...) for a customer-scoped token, under the base URL's prefix
-// (README, "Session tokens").
+// (docs/modes-and-clients.md, "Session tokens").
 const sessionExchangePath = "/biometrics/session-exchange"
 
 // maxExchangeAnswer bounds the exchange's answer read to find the token:
@@ -28,7 +28,7 @@ const maxExchangeAnswer = 64 << 10
 // sessionTokens remembers the session tokens that Dinie issued through
 // this proxy until they expire, so that the requests that carry one are
 // passed on with it instead of the partner token: replacing it would make
-// the app act with a scope it did not ask for (README, "Session tokens").
+// the app act with a scope it did not ask for (docs/modes-and-clients.md, "Session tokens").
 //
 // Only SHA-256 hashes are kept: a heap dump shows no token. At most max
 // are remembered; the soonest to expire goes first.

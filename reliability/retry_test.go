@@ -68,7 +68,7 @@ func (f *flakyAPI) triesOf(id string) int {
 
 // Under a Dinie that fails one request in five at first, resend-safe
 // requests all succeed, a POST without a key is never sent twice, and an
-// SDK's request is sent exactly once (README, "Retries").
+// SDK's request is sent exactly once (docs/operations.md, "Retries").
 func TestFlakyUpstreamUnderLoad(t *testing.T) {
 	for _, transport := range []string{"http1", "standard"} {
 		t.Run(transport, func(t *testing.T) { testFlakyUpstreamUnderLoad(t, transport) })
@@ -150,8 +150,8 @@ func testFlakyUpstreamUnderLoad(t *testing.T, transport string) {
 }
 
 // Against a Dinie that always answers 503 (with Retry-After: 0), the
-// retry budget keeps its load within a fifth above the apps' (README,
-// "Retries"): before it, 60 requests became 180 in 197 ms.
+// retry budget keeps its load within a fifth above the apps'
+// (docs/operations.md, "Retries"): before it, 60 requests became 180 in 197 ms.
 func TestAlwaysFailingUpstreamGetsLittleMoreThanTheAppsSend(t *testing.T) {
 	for _, transport := range []string{"http1", "standard"} {
 		t.Run(transport, func(t *testing.T) {
