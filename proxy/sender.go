@@ -81,12 +81,9 @@ type sendStats struct {
 func (s *sender) send(req *http.Request, pass []string) (*http.Response, sendStats, error) {
 	ctx := req.Context()
 	try := s.retry.begin(req)
-	var tok string
-	if pass == nil {
-		var err error
-		if tok, err = s.tokens.Token(ctx); err != nil {
-			return nil, sendStats{}, &tokenError{err}
-		}
+	tok, err := s.token(ctx, pass)
+	if err != nil {
+		return nil, sendStats{}, err
 	}
 	body := s.hold(req)
 	if body != nil {
@@ -96,11 +93,7 @@ func (s *sender) send(req *http.Request, pass []string) (*http.Response, sendSta
 	}
 	var st sendStats
 	for out := req; ; {
-		if pass != nil {
-			out.Header["Authorization"] = pass
-		} else {
-			out.Header["Authorization"] = s.header(tok)
-		}
+		s.authorize(out, pass, tok)
 		st.attempts++
 		resp, err := s.base.RoundTrip(out)
 		if err != nil {
@@ -135,15 +128,36 @@ func (s *sender) send(req *http.Request, pass []string) (*http.Response, sendSta
 		if err != nil {
 			return nil, st, err
 		}
-		if pass == nil {
-			// The token may have been refreshed during the wait.
-			if tok, err = s.tokens.Token(ctx); err != nil {
-				return nil, st, &tokenError{err}
-			}
+		// The token may have been refreshed during the wait.
+		if tok, err = s.token(ctx, pass); err != nil {
+			return nil, st, err
 		}
 		out = req.Clone(ctx)
 		out.Body = replay
 	}
+}
+
+// token is the partner token to send a request with, or none when the
+// app's own Authorization (pass) goes instead.
+func (s *sender) token(ctx context.Context, pass []string) (string, error) {
+	if pass != nil {
+		return "", nil
+	}
+	tok, err := s.tokens.Token(ctx)
+	if err != nil {
+		return "", &tokenError{err}
+	}
+	return tok, nil
+}
+
+// authorize sets out's Authorization: the app's own, passed on, or the
+// partner token's.
+func (s *sender) authorize(out *http.Request, pass []string, tok string) {
+	if pass != nil {
+		out.Header["Authorization"] = pass
+		return
+	}
+	out.Header["Authorization"] = s.header(tok)
 }
 
 // hold puts req's body behind a requestBody that keeps a copy of it, as
