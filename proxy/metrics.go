@@ -20,8 +20,8 @@ func (m *metrics) statusLabel(code int) string {
 	return strconv.Itoa(code)
 }
 
-// metrics are the proxy's Prometheus metrics (docs/operations.md, "Health and metrics"), all of
-// them, registered on the Registerer that Config names.
+// metrics are the proxy's Prometheus metrics (docs/operations.md, "Health and
+// metrics"), all of them, registered on the Registerer that Config names.
 type metrics struct {
 	codes         [600]string // strconv.Itoa of each status
 	seriesMu      sync.RWMutex

@@ -65,10 +65,10 @@ const (
 	minBackoff   = 10 * time.Millisecond
 )
 
-// retryPolicy says which requests are sent again after a transient failure
-// of the upstream, and after how long (docs/operations.md, "Retries"). The decision for
-// a request that succeeds at once is a few comparisons and the budget's
-// count.
+// retryPolicy says which requests are sent again after a transient failure of
+// the upstream, and after how long (docs/operations.md, "Retries"). The
+// decision for a request that succeeds at once is a few comparisons and the
+// budget's count.
 type retryPolicy struct {
 	retries  int           // more tries after the first; 0: never
 	maxWait  time.Duration // longest single wait
@@ -128,13 +128,13 @@ func fromSDK(h http.Header) bool {
 	return len(ua) > 0 && len(ua[0]) >= len(sdkUserAgent) && strings.EqualFold(ua[0][:len(sdkUserAgent)], sdkUserAgent)
 }
 
-// Resendable reports whether req, as the proxy sends it upstream, may be
-// sent twice (docs/operations.md, "Retries"): its method is GET, HEAD or OPTIONS, or it
-// carries Dinie's X-Idempotency-Key. An app's bare Idempotency-Key does
-// not count: the proxy has copied it into X-Idempotency-Key by then, and
-// Dinie documents no other. Whether its body can go again is the caller's
-// to check. It is the rule to give h1.Transport's resend on a stale
-// connection (h1.TransportConfig.Resendable).
+// Resendable reports whether req, as the proxy sends it upstream, may be sent
+// twice (docs/operations.md, "Retries"): its method is GET, HEAD or OPTIONS, or
+// it carries Dinie's X-Idempotency-Key. An app's bare Idempotency-Key does not
+// count: the proxy has copied it into X-Idempotency-Key by then, and Dinie
+// documents no other. Whether its body can go again is the caller's to check.
+// It is the rule to give h1.Transport's resend on a stale connection
+// (h1.TransportConfig.Resendable).
 func Resendable(req *http.Request) bool {
 	switch req.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions:

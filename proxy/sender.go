@@ -74,10 +74,10 @@ type sendStats struct {
 // send sends req upstream. Its Authorization is the partner token, or,
 // when pass is set, that header unchanged: a session token's request is
 // neither given the partner token nor replayed with it after a 401
-// (docs/modes-and-clients.md, "Session tokens"). A resend-safe request is sent again after a
-// transient failure (docs/operations.md, "Retries"): each try takes the current token
-// and its own copy of the request, and the last answer goes back as it
-// came.
+// (docs/modes-and-clients.md, "Session tokens"). A resend-safe request is
+// sent again after a transient failure (docs/operations.md, "Retries"):
+// each try takes the current token and its own copy of the request, and
+// the last answer goes back as it came.
 func (s *sender) send(req *http.Request, pass []string) (*http.Response, sendStats, error) {
 	ctx := req.Context()
 	try := s.retry.begin(req)

@@ -27,8 +27,9 @@ const maxExchangeAnswer = 64 << 10
 
 // sessionTokens remembers the session tokens that Dinie issued through
 // this proxy until they expire, so that the requests that carry one are
-// passed on with it instead of the partner token: replacing it would make
-// the app act with a scope it did not ask for (docs/modes-and-clients.md, "Session tokens").
+// passed on with it instead of the partner token: replacing it would make the
+// app act with a scope it did not ask for (docs/modes-and-clients.md, "Session
+// tokens").
 //
 // Only SHA-256 hashes are kept: a heap dump shows no token. At most max
 // are remembered; the soonest to expire goes first.

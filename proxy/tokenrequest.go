@@ -27,10 +27,10 @@ const maxTokenRequestBody = 64 << 10
 
 // answerTokenRequest answers the app's own token request (a Dinie SDK's
 // first call) without forwarding it: whatever credentials the app sent, it
-// needs none (docs/modes-and-clients.md, "With a Dinie SDK"). Only the client credentials
-// grant gets the stand-in: a stand-in for any other (an authorization code,
-// a token exchange) would silently give the app the partner's scope
-// instead of the one it asked for.
+// needs none (docs/modes-and-clients.md, "With a Dinie SDK"). Only the client
+// credentials grant gets the stand-in: a stand-in for any other (an
+// authorization code, a token exchange) would silently give the app the
+// partner's scope instead of the one it asked for.
 func (h *Handler) answerTokenRequest(w http.ResponseWriter, r *http.Request) {
 	grant, err := grantType(r)
 	switch {

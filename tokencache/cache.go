@@ -256,8 +256,8 @@ func (c *Cache) pausedLocked(now time.Time) error {
 // Invalidate drops token if, and only if, it is still the current one: the
 // upstream answered 401 to it. A late 401 for a token that has since been
 // replaced changes nothing, so a burst of 401s leads to one new fetch. Nor
-// does a 401 within 10 s of the last one that dropped a token: the fetch
-// that one caused is the only one (docs/operations.md, "How the token is handled").
+// does a 401 within 10 s of the last one that dropped a token: the fetch that
+// one caused is the only one (docs/operations.md, "How the token is handled").
 // It reports whether the token was dropped.
 func (c *Cache) Invalidate(value string) bool {
 	c.mu.Lock()
@@ -410,8 +410,8 @@ func (c *Cache) newToken(resp tokenResponse, sent time.Time) *token {
 	}
 }
 
-// failed applies the retry policy (docs/operations.md, "How the token is handled") and returns
-// the error for the callers that shared the fetch.
+// failed applies the retry policy (docs/operations.md, "How the token is
+// handled") and returns the error for the callers that shared the fetch.
 func (c *Cache) failed(err error, now time.Time) error {
 	result := ResultError
 	fe, isFetchErr := errors.AsType[*FetchError](err)
