@@ -46,6 +46,7 @@ func testOnlyClientCredentialsGetTheStandIn(t *testing.T, setup envOption) {
 		{"two grant types", form, "grant_type=client_credentials&grant_type=password", 400, proxy.CodeBadRequestBody},
 		{"grant_type not a string", json, `{"grant_type":1}`, 400, proxy.CodeBadRequestBody},
 		{"JSON that is not an object", json, `[`, 400, proxy.CodeBadRequestBody},
+		{"over 64 KiB", form, "grant_type=client_credentials&pad=" + strings.Repeat("x", 64<<10), 400, proxy.CodeBadRequestBody},
 	} {
 		for _, target := range []struct {
 			name   string
