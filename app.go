@@ -90,6 +90,9 @@ func newApp(cfg config, opts options, log *zap.Logger, stdout io.Writer) (_ *app
 	if cfg.transport == "http1" {
 		if upstream, err = h1.NewTransport(cfg.upstreamURL, h1.TransportConfig{
 			ResponseHeaderTimeout: cfg.upstreamTimeout, RootCAs: cfg.rootCAs,
+			// The proxy's rule: a bare Idempotency-Key does not make a
+			// request resend-safe (docs/operations.md, "Retries").
+			Resendable: proxy.Resendable,
 		}); err != nil {
 			return nil, err
 		}
@@ -123,6 +126,8 @@ func newApp(cfg config, opts options, log *zap.Logger, stdout io.Writer) (_ *app
 		Retries:           cfg.retries,
 		RetryMaxWait:      cfg.retryMaxWait,
 		IdempotencyKeys:   cfg.idempotencyKeys,
+		PassAnyBearer:     cfg.passAnyBearer,
+		SessionTokensMax:  cfg.sessionTokensMax,
 		Logger:            log.Named("proxy"),
 		Registerer:        reg,
 		ListenAddr:        proxyLn.Addr().String(),

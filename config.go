@@ -39,6 +39,8 @@ type config struct {
 	clientSecret     string
 	clientSecretFile string
 	refreshBefore    time.Duration
+	passAnyBearer    bool // auth.pass_bearer: any
+	sessionTokensMax int
 	listenProxy      string
 	proxyServer      string
 	listenAdmin      string
@@ -80,6 +82,8 @@ var keys = []key{
 	{name: "auth.client_secret", usage: "client secret"},
 	{name: "auth.client_secret_file", usage: "file holding the client secret; re-read when it changes"},
 	{name: "auth.refresh_before", def: "5m", usage: "refresh the token when it has this much lifetime left"},
+	{name: "auth.pass_bearer", def: "session", usage: "which Bearer tokens an app sends are passed on unchanged: session, the session tokens Dinie issued through this proxy; any, every Bearer but the stand-in"},
+	{name: "auth.session_tokens_max", def: "10000", usage: "session tokens remembered at once; the soonest to expire is dropped first"},
 	{name: "listen.proxy", def: "127.0.0.1:8080", usage: "address applications connect to"},
 	{name: "listen.proxy_server", def: "http1", usage: "http1: the proxy's own HTTP/1.1 server, fastest; standard: net/http's server"},
 	{name: "listen.admin", def: "127.0.0.1:9090", usage: "address of /metrics, /healthz and /readyz"},
@@ -280,6 +284,16 @@ func validate(v *viper.Viper) (config, error) {
 	}
 	if _, err := httpURL("auth.token_url", cfg.tokenURL); err != nil && cfg.upstreamURL != nil {
 		check(err)
+	}
+	switch mode := lookup(v, "auth.pass_bearer"); mode {
+	case "session", "any":
+		cfg.passAnyBearer = mode == "any"
+	default:
+		check(invalid("auth.pass_bearer", "%q is not session or any", mode))
+	}
+	cfg.sessionTokensMax, err = strconv.Atoi(lookup(v, "auth.session_tokens_max"))
+	if err != nil || cfg.sessionTokensMax < 1 {
+		check(invalid("auth.session_tokens_max", "%q is not a positive number of tokens", lookup(v, "auth.session_tokens_max")))
 	}
 	cfg.clientID, cfg.clientIDFile, err = credential(v, "auth.client_id")
 	check(err)

@@ -20,7 +20,9 @@ const (
 )
 
 // mockDinie is a tiny stand-in for the Dinie API: POST /api/v3/auth/token
-// as Dinie documents it, and every other path echoes what it received.
+// as Dinie documents it, the session exchange of its SDKs' session mode
+// (a dinie_bsc_ code for a customer token, demo_st_...), and every other
+// path echoes what it received.
 func mockDinie() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /api/v3/auth/token", func(w http.ResponseWriter, r *http.Request) {
@@ -36,8 +38,25 @@ func mockDinie() http.Handler {
 			"access_token": "demo_at_" + hex.EncodeToString(b), "token_type": "bearer", "expires_in": demoTokenLifetime,
 		})
 	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST /api/v3/biometrics/session-exchange", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ Code string }
 		if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer demo_at_") {
+			unauthorized(w, "missing or invalid access token", "token_expired")
+			return
+		}
+		if json.NewDecoder(r.Body).Decode(&req) != nil || !strings.HasPrefix(req.Code, "dinie_bsc_") {
+			unauthorized(w, "the code is not a dinie_bsc_ code", "invalid_code")
+			return
+		}
+		b := make([]byte, 12)
+		rand.Read(b)
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{
+			"access_token": "demo_st_" + hex.EncodeToString(b), "token_type": "bearer", "expires_in": 900, "customer_id": "cus_demo",
+		})
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if auth := r.Header.Get("Authorization"); !strings.HasPrefix(auth, "Bearer demo_at_") && !strings.HasPrefix(auth, "Bearer demo_st_") {
 			unauthorized(w, "missing or invalid access token", "token_expired")
 			return
 		}

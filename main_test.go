@@ -213,7 +213,8 @@ func testEndToEnd(t *testing.T, server, transport string) {
 			"dinie_proxy_token_expiry_timestamp_seconds", "dinie_proxy_upstream_401_retries_total",
 			"dinie_proxy_upstream_ratelimit_limit", "dinie_proxy_upstream_ratelimit_remaining",
 			"dinie_proxy_upstream_ratelimit_reset_timestamp_seconds", "dinie_proxy_overloaded_total",
-			"dinie_proxy_upstream_retries_total", "go_goroutines", "process_resident_memory_bytes",
+			"dinie_proxy_upstream_retries_total", "dinie_proxy_retry_budget_exhausted_total", "dinie_proxy_session_tokens",
+			"go_goroutines", "process_resident_memory_bytes",
 		} {
 			if !strings.Contains(metrics, "\n# TYPE "+name+" ") {
 				t.Errorf("/metrics lacks %s", name)
@@ -435,6 +436,8 @@ func TestInvalidConfigExits2NamingTheKey(t *testing.T) {
 		{"retries not a number", map[string]string{"DINIE_PROXY_UPSTREAM_RETRIES": "two"}, nil, "upstream.retries"},
 		{"zero retry wait", nil, []string{"--upstream.retry_max_wait", "0s"}, "upstream.retry_max_wait"},
 		{"bad idempotency keys", nil, []string{"--upstream.idempotency_keys", "on"}, "upstream.idempotency_keys"},
+		{"bad pass bearer", nil, []string{"--auth.pass_bearer", "all"}, "auth.pass_bearer"},
+		{"no session tokens", map[string]string{"DINIE_PROXY_AUTH_SESSION_TOKENS_MAX": "0"}, nil, "auth.session_tokens_max"},
 		{"unknown flag", nil, []string{"--upstream.uri", "x"}, "upstream.uri"},
 	}
 	for _, tt := range tests {
@@ -501,6 +504,31 @@ func TestDemo(t *testing.T) {
 	}
 	if echo.Path != "/api/v3/customers" || !strings.HasPrefix(echo.Authorization, "Bearer demo_at_") || !strings.HasSuffix(echo.Authorization, "…") {
 		t.Errorf("echo = %v, want the prefixed path and a shortened token", echo)
+	}
+	// The session mode of Dinie's SDKs: the customer token the mock issues
+	// reaches it as the app sends it.
+	resp, err := http.Post(r.proxy+"/biometrics/session-exchange", "application/json", strings.NewReader(`{"code":"dinie_bsc_demo"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var session struct {
+		AccessToken string `json:"access_token"`
+	}
+	json.NewDecoder(resp.Body).Decode(&session)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(session.AccessToken, "demo_st_") {
+		t.Fatalf("session exchange: %d, token %q…", resp.StatusCode, session.AccessToken[:min(len(session.AccessToken), 8)])
+	}
+	req, _ := http.NewRequest("GET", r.proxy+"/customers/cus_demo", nil)
+	req.Header.Set("Authorization", "Bearer "+session.AccessToken)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&echo)
+	resp.Body.Close()
+	if !strings.HasPrefix(echo.Authorization, "Bearer demo_st_") {
+		t.Errorf("the mock saw %.15s…, want the session token", echo.Authorization)
 	}
 }
 

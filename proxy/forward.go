@@ -32,7 +32,13 @@ func (h *Handler) forward(x *exchange, in *http.Request, id string, rt routing) 
 		w.Header()["Connection"] = closeConnection
 	}
 	out := h.outbound(x, in, id, rt)
-	resp, err := h.sender.send(out, w)
+	exchange := h.isSessionExchange(out)
+	if exchange {
+		// Its answer is read for the token: in plain JSON, not compressed.
+		delete(out.Header, "Accept-Encoding")
+	}
+	resp, st, err := h.sender.send(out, h.passedBearer(in.Header["Authorization"]))
+	w.attempts, w.retried = st.attempts, st.replayed
 	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
 		// Only net/http's transport returns one; nothing asked for it, and
 		// what follows on that connection is no longer HTTP.
@@ -42,6 +48,9 @@ func (h *Handler) forward(x *exchange, in *http.Request, id string, rt routing) 
 	if err != nil {
 		h.proxyError(w, in, id, err)
 		return
+	}
+	if exchange && resp.StatusCode == http.StatusOK {
+		h.rememberSession(resp)
 	}
 	copyResponseHeader(w.Header(), resp.Header)
 	if closeAfter {
@@ -119,6 +128,7 @@ func (h *Handler) outbound(x *exchange, in *http.Request, id string, rt routing)
 		hdr[k] = vv // shared, never changed: set headers get slices of their own
 	}
 	removeConnectionListed(hdr, in.Header["Connection"])
+	copyIdempotencyKey(hdr)
 	if containsToken(in.Header["Te"], "trailers") {
 		hdr["Te"] = h.teTrailers
 	}

@@ -10,10 +10,17 @@ import (
 const (
 	CodeHostNotAllowed      = "host_not_allowed"
 	CodeConnectNotSupported = "connect_not_supported"
-	CodeUpstreamUnreachable = "upstream_unreachable"
-	CodeTokenUnavailable    = "token_unavailable"
-	CodeUpstreamTimeout     = "upstream_timeout"
-	CodeOverloaded          = "overloaded"
+	// CodeMethodNotAllowed is TRACE or TRACK, never forwarded
+	// (docs/operations.md, "Errors the proxy answers itself").
+	CodeMethodNotAllowed = "method_not_allowed"
+	// CodeUnsupportedGrantType is an app's token request for a grant other
+	// than client credentials: the stand-in would silently give it the
+	// partner's scope.
+	CodeUnsupportedGrantType = "unsupported_grant_type"
+	CodeUpstreamUnreachable  = "upstream_unreachable"
+	CodeTokenUnavailable     = "token_unavailable"
+	CodeUpstreamTimeout      = "upstream_timeout"
+	CodeOverloaded           = "overloaded"
 	// CodeBadRequestBody: the app's own request body failed to arrive (e.g.
 	// a broken chunked coding), which must not be blamed on the upstream.
 	CodeBadRequestBody = "bad_request_body"

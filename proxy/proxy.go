@@ -89,7 +89,19 @@ type Config struct {
 	// added.
 	IdempotencyKeys bool
 
-	// Clock times the waits before retries. Nil means the system clock.
+	// PassAnyBearer passes on every Bearer token an app sends but the
+	// stand-in, not only the session tokens Dinie issued through this
+	// proxy (auth.pass_bearer: any; docs/modes-and-clients.md, "Session tokens"). False
+	// passes on the session tokens only.
+	PassAnyBearer bool
+
+	// SessionTokensMax is how many session tokens are remembered at once;
+	// the soonest to expire is dropped first (auth.session_tokens_max).
+	// Zero means 10000.
+	SessionTokensMax int
+
+	// Clock times the waits before retries, the retry budget and the
+	// session tokens' expiry. Nil means the system clock.
 	Clock Clock
 
 	// Logger receives one access line per request. Nil means no logs.
@@ -138,6 +150,9 @@ type Handler struct {
 	upstreamTimeout time.Duration
 	log             *zap.Logger
 	sender          *sender
+	sessions        *sessionTokens
+	passAnyBearer   bool
+	clock           Clock
 	buffers         *bufferPool
 	metrics         *metrics
 	// serving counts the requests in ServeHTTP, against maxInFlight: an
@@ -199,17 +214,28 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.MaxInFlight <= 0 {
 		h.maxInFlight = math.MaxInt64
 	}
+	h.clock = cfg.Clock
+	if h.clock == nil {
+		h.clock = systemClock{}
+	}
 	retry := &retryPolicy{
-		retries:  max(cfg.Retries, 0),
-		maxWait:  cfg.RetryMaxWait,
-		timeout:  h.upstreamTimeout,
-		autoKeys: cfg.IdempotencyKeys,
-		clock:    cfg.Clock,
-		counters: m.upstreamRetries,
+		retries:   max(cfg.Retries, 0),
+		maxWait:   cfg.RetryMaxWait,
+		timeout:   h.upstreamTimeout,
+		autoKeys:  cfg.IdempotencyKeys,
+		clock:     h.clock,
+		counters:  m.upstreamRetries,
+		exhausted: m.retryBudgetExhausted,
 	}
-	if retry.clock == nil {
-		retry.clock = systemClock{}
+	if retry.retries > 0 {
+		retry.budget = newRetryBudget(h.clock)
 	}
+	sessionsMax := cfg.SessionTokensMax
+	if sessionsMax <= 0 {
+		sessionsMax = 10000
+	}
+	h.sessions = newSessionTokens(sessionsMax, h.clock, m.sessionTokens)
+	h.passAnyBearer = cfg.PassAnyBearer
 	h.sender = &sender{base: cfg.Transport, tokens: cfg.Tokens, maxReplay: max(cfg.MaxReplayBytes, 0),
 		metrics: m, budget: newReplayBudget(max(cfg.ReplayBudgetBytes, 0)), retry: retry}
 	if cfg.RecycleRequests {
@@ -338,14 +364,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, inTunnel bool) {
 	}()
 	switch rt = h.router.route(r, inTunnel); rt {
 	case routeTokenRequest:
-		h.answerTokenRequest(rec)
+		h.answerTokenRequest(rec, r)
 	case routePlainTunnel:
 		h.openTunnel(rec, r)
 	case routeInterceptTunnel:
 		h.openInterceptTunnel(rec, r)
 	case routePassthrough:
 		h.openPassthrough(rec, r)
-	case refuseConnect, refuseHost:
+	case refuseConnect, refuseHost, refuseMethod:
 		h.refuse(rec, rt, r)
 	case asteriskForm:
 		answerAsterisk(rec, r)
@@ -404,9 +430,16 @@ type unreachableError interface {
 	Unreachable() bool
 }
 
-// errUpgrade is an upstream's 101 (only net/http's transport returns one),
-// which the proxy never relays.
+// errUpgrade is an upstream's 101 as net/http's transport returns it, a
+// response, which the proxy never relays.
 var errUpgrade = errors.New("proxy: the upstream switched protocols, which this proxy does not relay")
+
+// switchedProtocolsError is a transport's error for an unrequested 101
+// (h1.ErrSwitchingProtocols).
+type switchedProtocolsError interface {
+	error
+	SwitchedProtocols() bool
+}
 
 func (h *Handler) classify(r *http.Request, err error) (status int, code, detail string) {
 	// First: when the app has gone, whatever failed failed because of it.
@@ -419,7 +452,7 @@ func (h *Handler) classify(r *http.Request, err error) (status int, code, detail
 	if be, ok := errors.AsType[*clientBodyError](err); ok {
 		return http.StatusBadRequest, CodeBadRequestBody, "the request body could not be read: " + be.err.Error()
 	}
-	if errors.Is(err, errUpgrade) {
+	if sp, ok := errors.AsType[switchedProtocolsError](err); errors.Is(err, errUpgrade) || ok && sp.SwitchedProtocols() {
 		return http.StatusBadGateway, CodeUpstreamUnreachable, "the upstream answered 101 Switching Protocols, which this proxy does not relay"
 	}
 	if u, ok := errors.AsType[unreachableError](err); ok && u.Unreachable() {
@@ -459,15 +492,6 @@ func methodLabel(m string) string {
 		return "trace"
 	}
 	return "unknown"
-}
-
-// statusLabel is the code label of a status, from a table made once so that
-// recording a request allocates nothing.
-func (m *metrics) statusLabel(code int) string {
-	if code >= 0 && code < len(m.codes) {
-		return m.codes[code]
-	}
-	return strconv.Itoa(code)
 }
 
 func newRequestID() string {
@@ -518,108 +542,3 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // Flush is for callers that only know the http.Flusher interface.
 func (r *recorder) Flush() { _ = http.NewResponseController(r.ResponseWriter).Flush() }
-
-type metrics struct {
-	codes         [600]string // strconv.Itoa of each status
-	seriesMu      sync.RWMutex
-	series        map[seriesKey]requestSeries
-	requests      *prometheus.CounterVec
-	duration      *prometheus.HistogramVec
-	inFlight      prometheus.Gauge
-	retries       prometheus.Counter
-	tunnels       *prometheus.CounterVec
-	overloaded    prometheus.Counter
-	rateLimit     prometheus.Gauge
-	rateRemaining prometheus.Gauge
-	rateReset     prometheus.Gauge
-
-	// retryVec is dinie_proxy_upstream_retries_total; upstreamRetries its
-	// series, one per retryReason.
-	retryVec        *prometheus.CounterVec
-	upstreamRetries [retryReasons]prometheus.Counter
-}
-
-type seriesKey struct {
-	method string // a methodLabel
-	code   int
-}
-
-// requestSeries is the counter and histogram of one method and status.
-type requestSeries struct {
-	count    prometheus.Counter
-	duration prometheus.Observer
-}
-
-// observe counts a request. Its series are looked up by method label and
-// status in a map of our own: WithLabelValues hashes both strings and
-// takes the vector's lock, twice per request (once per vector).
-func (m *metrics) observe(method string, code int, elapsed time.Duration) {
-	k := seriesKey{method, code}
-	m.seriesMu.RLock()
-	s, ok := m.series[k]
-	m.seriesMu.RUnlock()
-	if !ok {
-		label := m.statusLabel(code)
-		s = requestSeries{m.requests.WithLabelValues(method, label), m.duration.WithLabelValues(method, label)}
-		m.seriesMu.Lock()
-		m.series[k] = s // few: methods are ten labels, statuses three digits
-		m.seriesMu.Unlock()
-	}
-	s.count.Inc()
-	s.duration.Observe(elapsed.Seconds())
-}
-
-// upstreamGauge is one of the gauges of Dinie's rate-limit headers.
-func upstreamGauge(suffix, header string) prometheus.Gauge {
-	return prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "dinie_proxy_upstream_ratelimit_" + suffix,
-		Help: "The upstream's latest " + header + ".",
-	})
-}
-
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	m := &metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dinie_proxy_requests_total",
-			Help: "Proxied requests by method and status, the proxy's own error answers included.",
-		}, []string{"method", "code"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "dinie_proxy_request_duration_seconds",
-			Help:    "Time to answer proxied requests, by method and status.",
-			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}, []string{"method", "code"}),
-		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "dinie_proxy_requests_in_flight",
-			Help: "Proxied requests being served.",
-		}),
-		retries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dinie_proxy_upstream_401_retries_total",
-			Help: "Requests sent again with a fresh token after the upstream answered 401.",
-		}),
-		tunnels: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dinie_proxy_tunnels_total",
-			Help: "CONNECT requests by result: intercepted, plain (a tunnel to the upstream's HTTP port), passthrough, refused, handshake_failed.",
-		}, []string{"result"}),
-		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dinie_proxy_overloaded_total",
-			Help: "Requests answered 503 overloaded: limits.max_in_flight requests were already being served.",
-		}),
-		rateLimit:     upstreamGauge("limit", "X-RateLimit-Limit"),
-		rateRemaining: upstreamGauge("remaining", "X-RateLimit-Remaining"),
-		rateReset:     upstreamGauge("reset_timestamp_seconds", "X-RateLimit-Reset, a Unix time"),
-	}
-	m.retryVec, m.upstreamRetries = newRetryCounters()
-	for i := range m.codes {
-		m.codes[i] = strconv.Itoa(i)
-	}
-	m.series = make(map[seriesKey]requestSeries)
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.retries, m.retryVec, m.tunnels, m.overloaded, m.rateLimit, m.rateRemaining, m.rateReset} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("proxy: register metrics: %w", err)
-		}
-	}
-	return m, nil
-}

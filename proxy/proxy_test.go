@@ -163,6 +163,24 @@ func newEnv(t testing.TB, tls bool, opts ...envOption) *env {
 	return e
 }
 
+// tokenClock is the token cache's clock for tests that need 10 s to pass
+// between two 401s, which may cause one token fetch per 10 s: the real
+// time, plus an offset that advance moves on.
+type tokenClock struct{ offset atomic.Int64 }
+
+func (c *tokenClock) Now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
+
+func (c *tokenClock) NewTimer(d time.Duration) tokencache.Timer {
+	return tokencache.RealClock{}.NewTimer(d)
+}
+
+func (c *tokenClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
+
+// withTokenClock gives the token cache c.
+func withTokenClock(c *tokenClock) envOption {
+	return func(_ *env, _ *proxy.Config, tc *tokencache.Config) { tc.Clock = c }
+}
+
 // served is the proxy as the tests reach it.
 type served struct{ URL string }
 
@@ -980,5 +998,24 @@ func TestTheAppsRequestIsLeftUnchanged(t *testing.T) {
 	if !reflect.DeepEqual(req.Header, before) {
 		// Names only: the values may hold the token.
 		t.Errorf("the app's request headers changed: %v, were %v", slices.Sorted(maps.Keys(req.Header)), slices.Sorted(maps.Keys(before)))
+	}
+}
+
+func TestUnrequested101IsA502ThatSaysSo(t *testing.T) {
+	forEachSetup(t, testUnrequested101IsA502ThatSaysSo)
+}
+
+func testUnrequested101IsA502ThatSaysSo(t *testing.T, setup envOption) {
+	e := newEnv(t, false, setup)
+	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
+		conn, brw, _ := http.NewResponseController(w).Hijack()
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+		brw.Flush()
+	})
+	resp, body := do(t, http.DefaultClient, "GET", e.proxy.URL+"/customers", nil)
+	assertProblem(t, resp, body, 502, proxy.CodeUpstreamUnreachable)
+	if !strings.Contains(body, "101 Switching Protocols") || strings.Contains(body, "closed the connection") {
+		t.Errorf("problem %s does not say that the upstream switched protocols", body)
 	}
 }

@@ -20,6 +20,7 @@ const (
 	routePassthrough                    // CONNECT to a host intercept.passthrough lists: bytes relayed untouched
 	refuseConnect                       // CONNECT to the upstream's TLS port without interception: TLS could not carry an injected header
 	refuseHost                          // any other host or port: never an open relay
+	refuseMethod                        // TRACE or TRACK: an upstream that echoes the request would hand the app the token
 	asteriskForm                        // "*": about this server (OPTIONS), never a resource upstream
 )
 
@@ -64,6 +65,11 @@ func newRouter(upstream *url.URL, listenAddr string, intercept bool, passthrough
 // route classifies r; inTunnel says r came through a CONNECT tunnel, where
 // only the upstream host is served. It is pure, so it is fuzzed on its own.
 func (rt *router) route(r *http.Request, inTunnel bool) routing {
+	// In any case: a server that takes methods case-insensitively would
+	// echo a "trace" as well.
+	if strings.EqualFold(r.Method, http.MethodTrace) || strings.EqualFold(r.Method, "TRACK") {
+		return refuseMethod
+	}
 	if r.RequestURI == "*" {
 		return asteriskForm
 	}

@@ -118,6 +118,8 @@ func FuzzRoute(f *testing.F) {
 	f.Add("CONNECT", "api.dinie.com.br:80", false)
 	f.Add("CONNECT", "x.example.com:443", false)
 	f.Add("CONNECT", "10.0.0.1:443", false)
+	f.Add("TRACE", "/customers", false)
+	f.Add("track", "http://api.dinie.com.br/api/v3/x", true)
 	upstream, _ := url.Parse("https://api.dinie.com.br/api/v3")
 	// With interception and a passthrough pattern: the properties hold
 	// with both, and each opens only what it should.
@@ -134,7 +136,11 @@ func FuzzRoute(f *testing.F) {
 			}
 		}
 		r := &http.Request{Method: method, URL: u}
-		switch rt.route(r, inTunnel) {
+		got := rt.route(r, inTunnel)
+		if (strings.EqualFold(method, "TRACE") || strings.EqualFold(method, "TRACK")) && got != refuseMethod {
+			t.Errorf("routed %s %q as %v, not refused", method, target, got)
+		}
+		switch got {
 		case routeAbsolute:
 			if !strings.EqualFold(u.Hostname(), "api.dinie.com.br") || u.User != nil {
 				t.Errorf("forwarded %q to the upstream", target)

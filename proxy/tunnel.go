@@ -139,28 +139,6 @@ func (c *prereadConn) CloseWrite() error {
 	return errors.ErrUnsupported
 }
 
-// StandInToken is what the proxy gives an app that asks for a token: a
-// fixed, non-secret string. The real token never leaves the proxy except
-// towards the upstream, and the stand-in, sent back as the app's
-// Authorization, is replaced like any other.
-const StandInToken = "dinie-auth-proxy-stand-in-token"
-
-// standInTokenBody is the token endpoint's answer to the app. An hour, as
-// Dinie's: a Dinie SDK refreshes five minutes before expiry, and would fail
-// on a token that lived less.
-var standInTokenBody = []byte(`{"access_token":"` + StandInToken + `","token_type":"bearer","expires_in":3600}` + "\n")
-
-// answerTokenRequest answers the app's own token request (a Dinie SDK's
-// first call) without forwarding it: whatever credentials the app sent, it
-// needs none (README, "With a Dinie SDK").
-func (h *Handler) answerTokenRequest(w http.ResponseWriter) {
-	hdr := w.Header()
-	hdr["Content-Type"] = []string{"application/json"}
-	hdr["Cache-Control"] = []string{"no-store"}
-	w.WriteHeader(http.StatusOK)
-	w.Write(standInTokenBody)
-}
-
 // reasonWriter is a ResponseWriter whose status line can carry a reason
 // phrase of the caller's: the refusals say what to do there, because
 // clients show the status line more often than the body.
@@ -177,6 +155,10 @@ func (h *Handler) refuse(rec *recorder, why routing, r *http.Request) {
 		status, code = http.StatusMethodNotAllowed, CodeConnectNotSupported
 		reason = "Use http:// with HTTP_PROXY, or the proxy as base URL"
 		detail = "CONNECT to the upstream's TLS port tunnels TLS, which cannot carry an injected token: use the http scheme with HTTP_PROXY, this proxy as the base URL, or enable intercept.enabled"
+	case refuseMethod:
+		status, code = http.StatusMethodNotAllowed, CodeMethodNotAllowed
+		reason = "TRACE and TRACK are not forwarded"
+		detail = "this proxy never forwards " + r.Method + ": an upstream that echoed the request would hand back the token the proxy injects"
 	default:
 		status, code = http.StatusForbidden, CodeHostNotAllowed
 		reason = "Only " + h.upstream.Hostname() + " goes through this proxy; add other hosts to NO_PROXY"
