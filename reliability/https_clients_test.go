@@ -23,12 +23,7 @@ import (
 // does (upstream.ca_file), so a request that reaches it went through the
 // interception.
 func TestRealClientsThroughHTTPSProxy(t *testing.T) {
-	if _, err := net.LookupHost(dinieHost); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s does not resolve; .ci/run adds it to /etc/hosts", dinieHost)
-		}
-		t.Skipf("%s does not resolve: add '127.0.0.1 %s' to /etc/hosts (.ci/run does)", dinieHost, dinieHost)
-	}
+	needDinieHost(t)
 	d := newRealDinie(t)
 	caDir := t.TempDir()
 	p := startProxy(t, map[string]string{

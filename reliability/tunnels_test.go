@@ -27,12 +27,7 @@ import (
 // RSS, which the runtime gives back to the system only in part, must not
 // grow from one round to the next.
 func TestTunnelsAreBoundedAndEnd(t *testing.T) {
-	if _, err := net.LookupHost(dinieHost); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s does not resolve; .ci/run adds it to /etc/hosts", dinieHost)
-		}
-		t.Skipf("%s does not resolve: add '127.0.0.1 %s' to /etc/hosts (.ci/run does)", dinieHost, dinieHost)
-	}
+	needDinieHost(t)
 	const perKind = 100
 	raiseFileLimit(t, 4096)
 	far := silentFarEnd(t)
