@@ -125,9 +125,9 @@ func TestPassthroughRefusesUnlistedHosts(t *testing.T) {
 // A 502 names the host and port the app asked for; what the resolver or
 // the dialler said (addresses, the resolver's own) stays in the log.
 func TestPassthroughDialFailureIs502NamingOnlyTheHost(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	ln.Close() // nothing listens there now
+	// tcpmux's port, where nothing listens: a port freed by the test could
+	// be taken by the next listener, the fake upstream's included.
+	const port = "1"
 	e := newPassthroughEnv(t, func(*env, *proxy.Config, *tokencache.Config) {}, "localhost:"+port, "no-such-host.invalid")
 	for _, target := range []string{"localhost:" + port, "no-such-host.invalid:443"} {
 		resp, body := rawExchange(t, e, "CONNECT", "CONNECT "+target+" HTTP/1.1\r\nHost: x\r\n\r\n")
