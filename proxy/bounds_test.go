@@ -17,7 +17,7 @@ import (
 	"github.com/dinie/dinie-auth-proxy/tokencache"
 )
 
-// The bounds and edges of tunnels (docs/security.md, "Tunnels"): how many
+// The bounds and edges of tunnels (docs/security.md, "Tunnels: bounds and edges"): how many
 // may be open, when a half-closed or silent one ends, what a refused
 // CONNECT does to its connection, and how long an answer may stall.
 

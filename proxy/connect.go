@@ -18,8 +18,9 @@ import (
 	"github.com/dinie/dinie-auth-proxy/internal/tunnel"
 )
 
-// This file is the HTTP side of CONNECT (docs/modes-and-clients.md,
-// "Tunnels"; docs/security.md, "Tunnels"): which tunnel a CONNECT opens,
+// This file is the HTTP side of CONNECT (docs/modes-and-clients.md, "Apps
+// that keep https:// URLs"; docs/security.md, "Tunnels: bounds and
+// edges"): which tunnel a CONNECT opens,
 // the 200 that opens it, the TLS of an intercepted one, and the problems
 // that refuse one. What a tunnel is once open (its bound, its relay, the
 // listener that feeds it to the tunnels' server) is internal/tunnel's.

@@ -25,10 +25,10 @@ var (
 )
 
 // wildcardMayReach reports whether a wildcard pattern may lead to ip
-// (docs/security.md, "Passthrough"): never to the proxy's own machine (its
-// admin port, the app's other ports), nor to the network it sits in (a
-// cloud's metadata service, the cluster's services), whatever form the
-// address takes. own are the machine's interface addresses. A pattern that
+// (docs/security.md, "Tunnels: bounds and edges"): never to the proxy's
+// own machine (its admin port, the app's other ports), nor to the network
+// it sits in (a cloud's metadata service, the cluster's services),
+// whatever form the address takes. own are the machine's interface addresses. A pattern that
 // names a host or address reaches it whatever it is: the operator named it.
 func wildcardMayReach(ip netip.Addr, own []netip.Addr) bool {
 	ip = ip.WithZone("").Unmap()

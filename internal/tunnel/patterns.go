@@ -27,7 +27,7 @@ func CheckPatterns(list []string) error {
 	return err
 }
 
-// parsePatterns parses intercept.passthrough's patterns (docs/security.md):
+// parsePatterns parses intercept.passthrough's patterns (docs/configuration.md):
 // api.stripe.com, *.amazonaws.com, *, each optionally with :port; IPv6
 // literals in brackets when a port follows.
 func parsePatterns(list []string) (patterns, error) {

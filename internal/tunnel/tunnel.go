@@ -3,7 +3,7 @@
 // relays the passthrough ones byte for byte, and feeds the others, through
 // a net.Listener, to the server that serves the requests inside them.
 //
-// What it guarantees (docs/security.md, "Tunnels"):
+// What it guarantees (docs/security.md, "Tunnels: bounds and edges"):
 //   - at most Config.Max tunnels are open at once, of every kind together,
 //     from the moment one is asked for until it closes; one more is
 //     refused with ErrFull before anything is dialled;

@@ -113,7 +113,9 @@ func TestResolveDecidesBeforeAnyDial(t *testing.T) {
 func TestOpenIsBounded(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	tun, err := New(Config{Max: 2, Passthrough: []string{"*.example"}, Registerer: reg,
-		Lookup: func(context.Context, string) ([]netip.Addr, error) { return []netip.Addr{netip.MustParseAddr("10.0.0.1")}, nil }})
+		Lookup: func(context.Context, string) ([]netip.Addr, error) {
+			return []netip.Addr{netip.MustParseAddr("10.0.0.1")}, nil
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
