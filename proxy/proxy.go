@@ -336,6 +336,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.serve(w,
 // three wrappers: they cost six allocations and three ResponseWriter
 // wrappers per request, and the recorder below already knows the status.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, inTunnel bool) {
+	// A CONNECT is answered either with the 200 that hands the connection
+	// to a tunnel, or with a refusal after which nothing the app sent may
+	// be read as a request (docs/security.md, "What the proxy refuses").
 	closeAfter := r.Method == http.MethodConnect || mustClose(w, r)
 	if closeAfter {
 		w.Header()["Connection"] = closeConnection
