@@ -194,6 +194,10 @@ func TestSlowHandshakesHoldNoRequestSlot(t *testing.T) {
 			}
 			conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 			silent = append(silent, br)
+			// The CONNECT's own request ends just after its 200 went out.
+			testkit.Eventually(t, "CONNECT done", func() bool {
+				return testkit.Value(t, e.reg, "dinie_proxy_requests_in_flight") == 0
+			})
 		}
 		testkit.Eventually(t, "tunnels counted", func() bool { return e.open(t, "intercepted") == 4 })
 		resp, body := do(t, http.DefaultClient, "GET", e.proxy.URL+"/customers", nil)
