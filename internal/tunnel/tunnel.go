@@ -151,9 +151,9 @@ func New(cfg Config) (*Tunnels, error) {
 	}
 	t := &Tunnels{hosts: hosts, lookup: cfg.Lookup, ownAddrs: cfg.InterfaceAddrs, idle: cfg.IdleTimeout,
 		halfClose: cfg.HalfCloseTimeout, log: cfg.Logger, max: cfg.Max, live: map[*Slot]struct{}{}}
-	t.dialer.Timeout = cmp(cfg.DialTimeout, 10*time.Second)
-	t.idle = cmp(t.idle, DefaultIdleTimeout)
-	t.halfClose = cmp(t.halfClose, 10*time.Second)
+	t.dialer.Timeout = orDefault(cfg.DialTimeout, 10*time.Second)
+	t.idle = orDefault(t.idle, DefaultIdleTimeout)
+	t.halfClose = orDefault(t.halfClose, 10*time.Second)
 	if t.log == nil {
 		t.log = zap.NewNop()
 	}
@@ -175,7 +175,7 @@ func New(cfg Config) (*Tunnels, error) {
 	return t, nil
 }
 
-func cmp(d, def time.Duration) time.Duration {
+func orDefault(d, def time.Duration) time.Duration {
 	if d <= 0 {
 		return def
 	}
