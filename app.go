@@ -113,7 +113,6 @@ func newApp(cfg config, opts options, log *zap.Logger, stdout io.Writer) (_ *app
 	if err != nil {
 		return nil, err
 	}
-	tunnels := proxy.NewTunnels(proxyLn.Addr())
 	handler, err := proxy.New(proxy.Config{
 		Upstream:          cfg.upstreamURL,
 		Tokens:            a.cache,
@@ -131,20 +130,20 @@ func newApp(cfg config, opts options, log *zap.Logger, stdout io.Writer) (_ *app
 		Logger:            log.Named("proxy"),
 		Registerer:        reg,
 		ListenAddr:        proxyLn.Addr().String(),
-		Tunnels:           tunnels,
+		NewServer:         func(h http.Handler) proxy.Server { return newProxyServer(cfg.proxyServer, h, log) },
 		Intercept:         a.interception.tlsConfig(),
 		InterceptCAFile:   a.interception.caFile(),
-		Passthrough:       a.interception.passthrough,
+		Passthrough:       cfg.intercept.passthrough,
+		MaxTunnels:        cfg.maxTunnels,
 	})
 	if err != nil {
 		return nil, err
 	}
 
-	// The proxy first, then the tunnels it opened, while the admin listener
+	// The proxy (and the tunnels it opened) first, while the admin listener
 	// and the demo's mock keep serving.
 	a.servers = []served{
-		{newProxyServer(cfg.proxyServer, handler, log), proxyLn},
-		{newProxyServer(cfg.proxyServer, handler.TunnelHandler(), log), tunnels},
+		{handler, proxyLn},
 		{newServer(adminHandler(reg, a.cache.Ready, &a.draining), log), adminLn},
 	}
 	if opts.demo {
@@ -217,7 +216,6 @@ func (a *app) shutdown() {
 			s.srv.Close()
 		}
 	}
-	a.interception.shutdown(ctx, a.log)
 }
 
 // standardTransport is net/http's transport as a sidecar needs it: every

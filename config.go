@@ -17,7 +17,7 @@ import (
 
 	"github.com/spf13/viper"
 
-	"github.com/dinie/dinie-auth-proxy/proxy"
+	"github.com/dinie/dinie-auth-proxy/internal/tunnel"
 )
 
 // config is the validated configuration. Only this file knows viper; the
@@ -30,6 +30,7 @@ type config struct {
 	maxReplayBytes   int64
 	replayBudget     int64
 	maxInFlight      int
+	maxTunnels       int
 	retries          int
 	retryMaxWait     time.Duration
 	idempotencyKeys  bool
@@ -88,6 +89,7 @@ var keys = []key{
 	{name: "listen.proxy_server", def: "http1", usage: "http1: the proxy's own HTTP/1.1 server, fastest; standard: net/http's server"},
 	{name: "listen.admin", def: "127.0.0.1:9090", usage: "address of /metrics, /healthz and /readyz"},
 	{name: "limits.max_in_flight", def: "1024", usage: "requests served at once; one more gets 503 overloaded at once, never queued"},
+	{name: "limits.max_tunnels", def: "1024", usage: "tunnels open at once (plain, intercepted, passthrough); one more CONNECT gets 503 overloaded"},
 	{name: "intercept.enabled", def: "false", usage: "accept CONNECT to the upstream host's TLS port and intercept its TLS with the proxy's own CA (apps that keep https:// URLs)"},
 	{name: "intercept.ca_dir", usage: "directory the app reads, where ca.crt, bundle.pem and truststore.p12 are written; required when intercept.enabled unless intercept.ca_cert_file"},
 	{name: "intercept.key_dir", usage: "directory only the proxy reads, keeping the intermediate CA's key (mode 0600) so that a restart reuses the CA"},
@@ -277,6 +279,10 @@ func validate(v *viper.Viper) (config, error) {
 	if err != nil || cfg.maxInFlight < 1 {
 		check(invalid("limits.max_in_flight", "%q is not a positive number of requests", lookup(v, "limits.max_in_flight")))
 	}
+	cfg.maxTunnels, err = strconv.Atoi(lookup(v, "limits.max_tunnels"))
+	if err != nil || cfg.maxTunnels < 1 {
+		check(invalid("limits.max_tunnels", "%q is not a positive number of tunnels", lookup(v, "limits.max_tunnels")))
+	}
 
 	cfg.tokenURL = lookup(v, "auth.token_url")
 	if cfg.tokenURL == "" && cfg.upstreamURL != nil {
@@ -348,7 +354,7 @@ func interceptKeys(v *viper.Viper, upstream *url.URL) (interceptConfig, error) {
 			ic.passthrough = append(ic.passthrough, p)
 		}
 	}
-	if err := proxy.CheckPassthrough(ic.passthrough); err != nil {
+	if err := tunnel.CheckPatterns(ic.passthrough); err != nil {
 		return ic, invalid("intercept.passthrough", "%v", err)
 	}
 	if !enabled {

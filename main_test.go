@@ -431,6 +431,7 @@ func TestInvalidConfigExits2NamingTheKey(t *testing.T) {
 		{"malformed file", nil, []string{"--config", malformed}, "config file"},
 		{"missing file", map[string]string{"DINIE_PROXY_CONFIG": "/nonexistent/config.yaml"}, nil, "config file"},
 		{"bad max in flight", map[string]string{"DINIE_PROXY_LIMITS_MAX_IN_FLIGHT": "0"}, nil, "limits.max_in_flight"},
+		{"bad max tunnels", map[string]string{"DINIE_PROXY_LIMITS_MAX_TUNNELS": "none"}, nil, "limits.max_tunnels"},
 		{"bad replay budget", nil, []string{"--upstream.replay_budget_bytes", "32MiB"}, "upstream.replay_budget_bytes"},
 		{"negative retries", nil, []string{"--upstream.retries", "-1"}, "upstream.retries"},
 		{"retries not a number", map[string]string{"DINIE_PROXY_UPSTREAM_RETRIES": "two"}, nil, "upstream.retries"},

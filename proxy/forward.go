@@ -18,19 +18,6 @@ import (
 // relayed: the Dinie API has neither.
 func (h *Handler) forward(x *exchange, in *http.Request, id string, rt routing) {
 	w := &x.rec
-	// net/http's server drops, before the handler sees the request, the
-	// headers that make its framing suspect (a Content-Length beside
-	// Transfer-Encoding; Transfer-Encoding in HTTP/1.0, which it ignores):
-	// behind it, every request that could have had them closes its
-	// connection after the answer, error or not, so that no leftover byte
-	// is read as a request (RFC 9112, section 6.1). A server that sees them
-	// does this itself, for those requests only (framingGuard).
-	fg, ok := w.ResponseWriter.(framingGuard)
-	guarded := ok && fg.GuardsFraming()
-	closeAfter := !guarded && (len(in.TransferEncoding) > 0 || !in.ProtoAtLeast(1, 1))
-	if closeAfter {
-		w.Header()["Connection"] = closeConnection
-	}
 	out := h.outbound(x, in, id, rt)
 	exchange := h.isSessionExchange(out)
 	if exchange {
@@ -53,7 +40,7 @@ func (h *Handler) forward(x *exchange, in *http.Request, id string, rt routing) 
 		h.rememberSession(resp)
 	}
 	copyResponseHeader(w.Header(), resp.Header)
-	if closeAfter {
+	if x.closeAfter {
 		w.Header()["Connection"] = closeConnection // whatever the upstream's Connection named
 	}
 	if len(resp.Trailer) > 0 {
@@ -82,6 +69,22 @@ func (h *Handler) forward(x *exchange, in *http.Request, id string, rt routing) 
 	for k, vv := range resp.Trailer {
 		w.Header()[http.TrailerPrefix+k] = vv
 	}
+}
+
+// mustClose reports whether the app's connection must close after the
+// answer to r, whoever answers it (upstream or proxy). net/http's server
+// drops, before the handler sees the request, the headers that make its
+// framing suspect (a Content-Length beside Transfer-Encoding;
+// Transfer-Encoding in HTTP/1.0, which it ignores): behind it, every
+// request that could have had them closes its connection after the
+// answer, error or not, so that no leftover byte is read as a request
+// (RFC 9112, section 6.1). A server that sees them does this itself, for
+// those requests only (framingGuard).
+func mustClose(w http.ResponseWriter, r *http.Request) bool {
+	if fg, ok := w.(framingGuard); ok && fg.GuardsFraming() {
+		return false
+	}
+	return len(r.TransferEncoding) > 0 || !r.ProtoAtLeast(1, 1)
 }
 
 // framingGuard is a ResponseWriter whose server closes the connection

@@ -28,6 +28,9 @@ const (
 	// HTTP/2 preface sent to HTTP/1.1): it names no resource upstream
 	// (README, "Errors the proxy answers itself").
 	CodeBadRequestTarget = "bad_request_target"
+	// CodeBadRequest is a CONNECT with a body, which would otherwise
+	// become the tunnel's first bytes.
+	CodeBadRequest = "bad_request"
 )
 
 // statusClientClosedRequest is nginx's 499: the app went away before the

@@ -151,15 +151,25 @@ func newEnv(t testing.TB, tls bool, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tunnels := proxy.NewTunnels(ln.Addr())
-	pcfg.ListenAddr, pcfg.Tunnels = ln.Addr().String(), tunnels
+	pcfg.ListenAddr = ln.Addr().String()
+	if pcfg.NewServer == nil {
+		pcfg.NewServer = func(h http.Handler) proxy.Server { return newServer(h, e.netServer) }
+	}
 	h, err := proxy.New(pcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.handler = h
-	e.proxy = serveOn(t, ln, h, e.netServer)
-	serveOn(t, tunnels, h.TunnelHandler(), e.netServer)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		h.Close()
+		<-done
+	})
+	e.proxy = served{"http://" + ln.Addr().String()}
 	return e
 }
 
@@ -179,6 +189,15 @@ func (c *tokenClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
 // withTokenClock gives the token cache c.
 func withTokenClock(c *tokenClock) envOption {
 	return func(_ *env, _ *proxy.Config, tc *tokencache.Config) { tc.Clock = c }
+}
+
+// newServer is h1.Server or net/http's, as the proxy's own tests set them
+// up.
+func newServer(h http.Handler, netServer bool) proxy.Server {
+	if netServer {
+		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	}
+	return &h1.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 }
 
 // served is the proxy as the tests reach it.

@@ -38,13 +38,13 @@ type router struct {
 	// under the base URL's prefix and at the root.
 	tokenPaths [2]string
 	// intercept says a CONNECT to tlsPort is intercepted rather than
-	// refused; passthrough lists the other hosts whose tunnels are relayed.
-	intercept   bool
-	passthrough hostPatterns
+	// refused; passes reports the other hosts whose tunnels are relayed.
+	intercept bool
+	passes    func(host, port string) bool
 }
 
-func newRouter(upstream *url.URL, listenAddr string, intercept bool, passthrough hostPatterns) *router {
-	rt := &router{upstream: upstream, plainPort: "80", tlsPort: "443", intercept: intercept, passthrough: passthrough}
+func newRouter(upstream *url.URL, listenAddr string, intercept bool, passes func(host, port string) bool) *router {
+	rt := &router{upstream: upstream, plainPort: "80", tlsPort: "443", intercept: intercept, passes: passes}
 	port := upstream.Port()
 	if port == "" {
 		port = defaultPort(upstream.Scheme)
@@ -121,7 +121,7 @@ func (rt *router) connect(authority string) routing {
 		return refuseHost
 	}
 	if !sameName(host, rt.upstream.Hostname()) {
-		if rt.passthrough.match(host, port) {
+		if rt.passes != nil && rt.passes(host, port) {
 			return routePassthrough
 		}
 		return refuseHost

@@ -30,6 +30,19 @@ import (
 // a name. .ci/run maps it to 127.0.0.1 in /etc/hosts.
 const dinieHost = "api.dinie.test"
 
+// needDinieHost skips a test whose fake Dinie needs its name to resolve
+// (clients never proxy loopback), or fails it under CI, which sets the
+// name up.
+func needDinieHost(t *testing.T) {
+	t.Helper()
+	if _, err := net.LookupHost(dinieHost); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s does not resolve; .ci/run adds it to /etc/hosts", dinieHost)
+		}
+		t.Skipf("%s does not resolve: add '127.0.0.1 %s' to /etc/hosts (.ci/run does)", dinieHost, dinieHost)
+	}
+}
+
 // realDinie is a fake Dinie API under dinieHost over TLS, as the proxy meets
 // the real one: a token endpoint and an API that echoes the token it got.
 type realDinie struct {
@@ -81,17 +94,6 @@ func serveAsDinie(t *testing.T, h http.Handler) (srv *httptest.Server, caFile st
 	return srv, caFile
 }
 
-// needDinieHost skips a test (fails it in CI) when dinieHost does not
-// resolve.
-func needDinieHost(t *testing.T) {
-	t.Helper()
-	if _, err := net.LookupHost(dinieHost); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s does not resolve; .ci/run adds it to /etc/hosts", dinieHost)
-		}
-		t.Skipf("%s does not resolve: add '127.0.0.1 %s' to /etc/hosts (.ci/run does)", dinieHost, dinieHost)
-	}
-}
 
 // url is the fake's base URL under its name.
 func (d *realDinie) url() string {

@@ -11,15 +11,12 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dinie/dinie-auth-proxy/intercept"
-	"github.com/dinie/dinie-auth-proxy/proxy"
 )
 
-// interception is what intercept.* starts (README, "Apps that keep
-// https:// URLs"): the CA, when enabled, and the owner of the passthrough
-// tunnels, when hosts are listed. Either may be nil.
+// interception is the certificate authority that intercept.enabled
+// starts (docs/modes-and-clients.md); nil authority when it is off.
 type interception struct {
-	authority   *intercept.Authority
-	passthrough *proxy.Passthrough
+	authority *intercept.Authority
 }
 
 // newInterception creates or loads the CA and writes its files before it
@@ -27,14 +24,6 @@ type interception struct {
 // the app never sees the proxy ready before ca.crt is in place.
 func newInterception(cfg config, log *zap.Logger, reg prometheus.Registerer) (*interception, error) {
 	ic := &interception{}
-	if len(cfg.intercept.passthrough) > 0 {
-		pt, err := proxy.NewPassthrough(proxy.PassthroughConfig{Hosts: cfg.intercept.passthrough, Logger: log.Named("passthrough"),
-			MaxTunnels: cfg.maxInFlight})
-		if err != nil {
-			return nil, invalid("intercept.passthrough", "%v", err)
-		}
-		ic.passthrough = pt
-	}
 	if !cfg.intercept.enabled {
 		return ic, nil
 	}
@@ -110,15 +99,4 @@ func (ic *interception) run(ctx context.Context) error {
 		return nil
 	}
 	return ic.authority.Run(ctx)
-}
-
-// shutdown drains the passthrough tunnels, closing those still open when
-// ctx ends (shutdown.timeout).
-func (ic *interception) shutdown(ctx context.Context, log *zap.Logger) {
-	if ic.passthrough == nil {
-		return
-	}
-	if err := ic.passthrough.Shutdown(ctx); err != nil {
-		log.Warn("passthrough tunnels cut off at shutdown.timeout", zap.Error(err))
-	}
 }
