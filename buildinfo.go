@@ -26,8 +26,15 @@ type build struct {
 // module version of a go install, and the VCS revision of a build in a
 // git checkout.
 func readBuild() build {
+	info, _ := debug.ReadBuildInfo()
+	return buildFrom(version, revision, info)
+}
+
+// buildFrom is readBuild's logic; info is nil when the binary carries no
+// build information.
+func buildFrom(version, revision string, info *debug.BuildInfo) build {
 	b := build{version: version, revision: revision, goVersion: runtime.Version()}
-	if info, ok := debug.ReadBuildInfo(); ok {
+	if info != nil {
 		if b.version == "dev" && info.Main.Version != "" && info.Main.Version != "(devel)" {
 			b.version = info.Main.Version
 		}

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -295,6 +296,14 @@ func TestReadinessSaysWhyAndRecovers(t *testing.T) {
 	if code != 503 || !strings.Contains(body, `"code":"token_unavailable"`) || !strings.Contains(body, "credentials rejected") {
 		t.Errorf("request without a token: %d %s", code, body)
 	}
+	// No ready line while no token is held: the rejection is logged, and
+	// nothing claims the proxy ready.
+	testkit.Eventually(t, "the rejection in the log", func() bool {
+		return len(logLines(t, r.stderr.String(), "token endpoint rejected the credentials")) > 0
+	})
+	if n := len(logLines(t, r.stderr.String(), "ready")); n != 0 {
+		t.Errorf("%d ready lines before a token was held", n)
+	}
 	// Rotate the secret the way an editor or a Secret update would.
 	if err := os.WriteFile(secretFile+".new", []byte(testSecret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -306,6 +315,7 @@ func TestReadinessSaysWhyAndRecovers(t *testing.T) {
 	if code, _ := httpGet(t, r.proxy+"/customers"); code != 200 {
 		t.Errorf("after rotation: %d", code)
 	}
+	testkit.Eventually(t, "the ready line", func() bool { return len(logLines(t, r.stderr.String(), "ready")) == 1 })
 }
 
 func TestShutdownLetsRequestsInFlightFinish(t *testing.T) {
@@ -614,6 +624,28 @@ func TestUpstreamWithoutPathWarns(t *testing.T) {
 	})
 }
 
+// TestBuildFrom reads what Go records: a go install's module version,
+// the git revision of a build in a checkout (not a worktree: Go looks for
+// a .git directory), and what the linker was told first.
+func TestBuildFrom(t *testing.T) {
+	info := &debug.BuildInfo{Main: debug.Module{Version: "v1.2.3"}, Settings: []debug.BuildSetting{
+		{Key: "vcs.revision", Value: "0123456789abcdef0123456789abcdef01234567"}, {Key: "vcs.modified", Value: "true"}}}
+	for _, tt := range []struct {
+		version, revision string
+		info              *debug.BuildInfo
+		want              string
+	}{
+		{"dev", "", info, "dinie-auth-proxy v1.2.3\nrevision 0123456789abcdef0123456789abcdef01234567 (modified)\n"},
+		{"v9", "cafe", info, "dinie-auth-proxy v9\nrevision cafe (modified)\n"},
+		{"dev", "", &debug.BuildInfo{Main: debug.Module{Version: "(devel)"}}, "dinie-auth-proxy dev\nrevision unknown\n"},
+		{"dev", "", nil, "dinie-auth-proxy dev\nrevision unknown\n"},
+	} {
+		if got := buildFrom(tt.version, tt.revision, tt.info).String(); got != tt.want+runtime.Version() {
+			t.Errorf("%s %s: %q, want %q", tt.version, tt.revision, got, tt.want+runtime.Version())
+		}
+	}
+}
+
 // TestBuildInfo reads dinie_proxy_build_info from /metrics.
 func TestBuildInfo(t *testing.T) {
 	d := newFakeDinie(t)
@@ -632,7 +664,7 @@ func TestBinary(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	bin := filepath.Join(t.TempDir(), "dinie-auth-proxy")
-	build := exec.Command("go", "build", "-o", bin, ".")
+	build := exec.Command("go", "build", "-ldflags", "-X main.revision=fake-revision-1", "-o", bin, ".")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
@@ -646,6 +678,21 @@ func TestBinary(t *testing.T) {
 		}
 		if lines := strings.Count(string(out), "\n"); lines != 1 || !strings.Contains(string(out), "log.level") {
 			t.Errorf("output %q is not one line naming log.level", out)
+		}
+	})
+	t.Run("version", func(t *testing.T) {
+		out, err := exec.Command(bin, "--version").Output()
+		if err != nil || !strings.Contains(string(out), "\nrevision fake-revision-1\n") {
+			t.Errorf("--version = %q, %v; want the revision the linker was given", out, err)
+		}
+	})
+	t.Run("unknown variable exits 2", func(t *testing.T) {
+		cmd := exec.Command(bin)
+		cmd.Env = []string{"DINIE_PROXY_AUTH_CLIENT_ID=fake-id", "DINIE_PROXY_AUTH_CLIENT_SECRET=" + testSecret, "DINIE_PROXY_UPSTREAM_URI=https://sandbox.api.dinie.com.br/api/v3"}
+		out, err := cmd.CombinedOutput()
+		if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 2 ||
+			string(out) != "dinie-auth-proxy: DINIE_PROXY_UPSTREAM_URI: no such setting; did you mean DINIE_PROXY_UPSTREAM_URL (upstream.url)?\n" {
+			t.Errorf("exit %v, output %q", err, out)
 		}
 	})
 	t.Run("busy port exits 1", func(t *testing.T) {
