@@ -375,7 +375,7 @@ func TestUsageListsEveryKeyWithItsDefault(t *testing.T) {
 		if def == "" {
 			def = "none"
 		}
-		if want := "--" + k.name + " (default " + def + "; env " + EnvName(k.name) + ")"; !strings.Contains(out.String(), want) {
+		if want := "--" + k.name + " (default " + def + "; env " + envName(k.name) + ")"; !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %q", want)
 		}
 	}

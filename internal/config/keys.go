@@ -124,9 +124,9 @@ func lookupKey(name string) (key, bool) {
 	return key{}, false
 }
 
-// EnvName is the environment variable of a key: auth.client_secret is
+// envName is the environment variable of a key: auth.client_secret is
 // DINIE_PROXY_AUTH_CLIENT_SECRET.
-func EnvName(key string) string {
+func envName(key string) string {
 	return envPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 

@@ -74,7 +74,7 @@ func Load(args, environ []string, demo map[string]string) (*Command, error) {
 			src Source
 		}{
 			{fromFile[k.name], Source{File, file}},
-			{env[EnvName(k.name)], Source{Environment, EnvName(k.name)}},
+			{env[envName(k.name)], Source{Environment, envName(k.name)}},
 			{cl.keys[k.name], Source{Flag, "--" + k.name}},
 		} {
 			if v := strings.TrimSpace(layer.v); v != "" {
@@ -143,7 +143,7 @@ func credential(k, value, file string) error {
 	case value != "" && file != "":
 		return invalid(k, "set either %s or %s_file, not both", k, k)
 	case value == "" && file == "":
-		return invalid(k, "required: set %s, %s_file, or %s", k, k, EnvName(k+"_file"))
+		return invalid(k, "required: set %s, %s_file, or %s", k, k, envName(k+"_file"))
 	case file != "":
 		if err := readCredentialFile(file); err != nil {
 			return &Error{Key: k + "_file", Err: err}

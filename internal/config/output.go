@@ -20,13 +20,7 @@ request it forwards. See README.md and docs/configuration.md.
 
 `)
 	for _, s := range switches {
-		name, usage, _ := strings.Cut(s.usage, "  ")
-		if usage == "" {
-			name, usage = "", s.usage
-		} else {
-			name = " " + name
-		}
-		fmt.Fprintf(&b, "  --%s%s\n        %s\n", s.name, name, usage)
+		fmt.Fprintf(&b, "  --%s\n        %s\n", strings.TrimSpace(s.name+" "+s.arg), s.usage)
 	}
 	b.WriteString(`
 Keys. Each is a flag (--<key> VALUE; a boolean key may stand alone: --intercept.enabled),
@@ -39,7 +33,7 @@ Precedence, lowest first: default, file, environment, flag. An empty value count
 		if k.def != "" {
 			def = k.def
 		}
-		fmt.Fprintf(&b, "  --%s (default %s; env %s)\n        %s\n", k.name, def, EnvName(k.name), k.usage)
+		fmt.Fprintf(&b, "  --%s (default %s; env %s)\n        %s\n", k.name, def, envName(k.name), k.usage)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

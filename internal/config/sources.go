@@ -57,15 +57,15 @@ type commandLine struct {
 // switches are the flags that are not keys; every one but --config is a
 // boolean.
 var switches = []struct {
-	name, usage string
-	action      Action
+	name, arg, usage string
+	action           Action
 }{
-	{"config", "PATH  YAML configuration file (or DINIE_PROXY_CONFIG)", Serve},
-	{"demo", "run against a built-in mock of the Dinie API, in every mode; no credentials needed", Serve},
-	{"check", "validate the configuration, fetch one token and exit: 0 with the token's expiry, 1 if no token, 2 if invalid", Check},
-	{"print-config", "print the effective configuration as YAML, each value's source beside it, secrets redacted", PrintConfig},
-	{"version", "print the version, VCS revision and Go version", Version},
-	{"help", "print this help", Help},
+	{"config", "PATH", "YAML configuration file (or DINIE_PROXY_CONFIG)", Serve},
+	{"demo", "", "run against a built-in mock of the Dinie API, in every mode; no credentials needed", Serve},
+	{"check", "", "validate the configuration, fetch one token and exit: 0 with the token's expiry, 1 if no token, 2 if invalid", Check},
+	{"print-config", "", "print the effective configuration as YAML, each value's source beside it, secrets redacted", PrintConfig},
+	{"version", "", "print the version, VCS revision and Go version", Version},
+	{"help", "", "print this help", Help},
 }
 
 // parseArgs reads --name value, --name=value and, for a boolean, a bare
@@ -189,7 +189,7 @@ func flagNames() []string {
 func environment(environ []string) (map[string]string, error) {
 	known := map[string]bool{envPrefix + "CONFIG": true}
 	for _, k := range keys {
-		known[EnvName(k.name)] = true
+		known[envName(k.name)] = true
 	}
 	env := map[string]string{}
 	var unknown []string
@@ -210,7 +210,7 @@ func environment(environ []string) (map[string]string, error) {
 		name := unknown[0]
 		var names []string
 		for _, k := range keys {
-			names = append(names, EnvName(k.name))
+			names = append(names, envName(k.name))
 		}
 		near := closest(name, names)
 		return nil, invalid(name, "no such setting; did you mean %s (%s)?", near, keyOfEnv(near))
@@ -220,7 +220,7 @@ func environment(environ []string) (map[string]string, error) {
 
 func keyOfEnv(name string) string {
 	for _, k := range keys {
-		if EnvName(k.name) == name {
+		if envName(k.name) == name {
 			return k.name
 		}
 	}
