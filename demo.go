@@ -40,8 +40,8 @@ const (
 	// refresh in the logs within a couple of minutes.
 	demoTokenLifetime = 120
 	// The stems of the mock's tokens: fake, and shortened in its echo.
-	demoTokenStem   = "demo_at_"
-	demoSessionStem = "demo_st_"
+	demoTokenStem   = "dinie_at_demo_"
+	demoSessionStem = "dinie_st_demo_"
 )
 
 // demoSettings are the keys --demo sets itself; config.Load refuses them
