@@ -23,7 +23,7 @@ import (
 // project ships, so that the test holds the proxy to the number users run.
 func deployMemoryLimit(t *testing.T) int64 {
 	t.Helper()
-	b, err := os.ReadFile("../deploy/base/deployment.yaml")
+	b, err := os.ReadFile("../deploy/components/sidecar/sidecar.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func deployMemoryLimit(t *testing.T) int64 {
 	// first "limits:" block.
 	m := regexp.MustCompile(`(?s)limits:\s*\n(?:\s+cpu:[^\n]*\n)?\s+memory:\s*(\d+)Mi`).FindSubmatch(b)
 	if m == nil {
-		t.Fatal("no memory limit in deploy/base/deployment.yaml")
+		t.Fatal("no memory limit in deploy/components/sidecar/sidecar.yaml")
 	}
 	n, _ := strconv.ParseInt(string(m[1]), 10, 64)
 	return n << 20
