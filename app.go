@@ -216,7 +216,7 @@ func (a *app) close() {
 
 // serve runs until ctx ends, then shuts down: /readyz turns 503, the
 // servers stop accepting and let their requests finish for up to
-// shutdown.timeout (README, "Health and metrics").
+// shutdown.timeout (docs/operations.md, "Health and metrics").
 func (a *app) serve(ctx context.Context) error {
 	// The cache outlives the servers: requests still draining after SIGTERM
 	// may need a token.

@@ -15,9 +15,9 @@ import (
 	"github.com/dinie/dinie-auth-proxy/proxy"
 )
 
-// interception is what intercept.* starts (README, "Apps that keep
-// https:// URLs"): the CA, when enabled, and the owner of the passthrough
-// tunnels, when hosts are listed. Either may be nil.
+// interception is what intercept.* starts (docs/modes-and-clients.md,
+// "Apps that keep https:// URLs"): the CA, when enabled, and the owner of
+// the passthrough tunnels, when hosts are listed. Either may be nil.
 type interception struct {
 	authority   *intercept.Authority
 	passthrough *proxy.Passthrough
