@@ -62,15 +62,10 @@ func newApp(cfg *config.Settings, demo bool, log *zap.Logger, stdout io.Writer) 
 			a.close()
 		}
 	}()
-	proxyLn, err := a.listen("listen.proxy", cfg.ListenProxy)
+	proxyLn, adminLn, err := a.bind()
 	if err != nil {
 		return nil, err
 	}
-	adminLn, err := a.listen("listen.admin", cfg.ListenAdmin)
-	if err != nil {
-		return nil, err
-	}
-	a.proxyAddr = proxyLn.Addr()
 	if demo {
 		if a.demo, err = newDemo(a); err != nil {
 			return nil, err
@@ -98,7 +93,7 @@ func newApp(cfg *config.Settings, demo bool, log *zap.Logger, stdout io.Writer) 
 	}
 	a.servers = a.newServers(handler, tunnels, proxyLn, adminLn)
 	log.Info("listening",
-		zap.String("version", version),
+		zap.String("version", readBuild().version),
 		zap.String("proxy_addr", proxyLn.Addr().String()),
 		zap.String("admin_addr", adminLn.Addr().String()),
 		zap.String("upstream", a.cfg.UpstreamURL.String()))
@@ -194,6 +189,19 @@ func (a *app) newServers(handler *proxy.Handler, tunnels *proxy.Tunnels, proxyLn
 		servers = append(servers, a.demo.served())
 	}
 	return servers
+}
+
+// bind opens the proxy's and the admin listener, first of all, so that a
+// busy port fails the start before anything else is done.
+func (a *app) bind() (proxyLn, adminLn net.Listener, err error) {
+	if proxyLn, err = a.listen("listen.proxy", a.cfg.ListenProxy); err != nil {
+		return nil, nil, err
+	}
+	if adminLn, err = a.listen("listen.admin", a.cfg.ListenAdmin); err != nil {
+		return nil, nil, err
+	}
+	a.proxyAddr = proxyLn.Addr()
+	return proxyLn, adminLn, nil
 }
 
 func (a *app) listen(key, addr string) (net.Listener, error) {
