@@ -242,8 +242,8 @@ func TestDidYouMean(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Load(nil, append([]string{"DINIE_PROXY_CONFIG_FILE=x"}, credentials...), nil); err == nil ||
-		!strings.Contains(err.Error(), "did you mean DINIE_PROXY_") {
+	if _, err := Load(nil, append([]string{"DINIE_PROXY_CONFG=x"}, credentials...), nil); err == nil ||
+		err.Error() != "DINIE_PROXY_CONFG: no such setting; did you mean DINIE_PROXY_CONFIG (the configuration file)?" {
 		t.Errorf("a variable close to DINIE_PROXY_CONFIG: %v", err)
 	}
 	if _, err := Load(nil, append([]string{"DINIE_PROXY_CONFIG=", "OTHER_DINIE_PROXY_X=1"}, credentials...), nil); err != nil {

@@ -3,7 +3,9 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -187,9 +189,10 @@ func flagNames() []string {
 // that names no key: a typo of DINIE_PROXY_UPSTREAM_URL must not leave the
 // proxy pointed at production.
 func environment(environ []string) (map[string]string, error) {
-	known := map[string]bool{envPrefix + "CONFIG": true}
+	// Each variable, and what it sets.
+	known := map[string]string{envPrefix + "CONFIG": "the configuration file"}
 	for _, k := range keys {
-		known[envName(k.name)] = true
+		known[envName(k.name)] = k.name
 	}
 	env := map[string]string{}
 	var unknown []string
@@ -198,33 +201,20 @@ func environment(environ []string) (map[string]string, error) {
 		if !strings.HasPrefix(name, envPrefix) {
 			continue
 		}
-		if !known[name] {
+		if _, ok := known[name]; !ok {
 			unknown = append(unknown, name)
 			continue
 		}
 		env[name] = value
 	}
 	if len(unknown) > 0 {
-		// The same order whatever the environment's.
-		sort.Strings(unknown)
-		name := unknown[0]
-		var names []string
-		for _, k := range keys {
-			names = append(names, envName(k.name))
-		}
+		// The same one whatever the environment's order.
+		name := slices.Min(unknown)
+		names := slices.Sorted(maps.Keys(known))
 		near := closest(name, names)
-		return nil, invalid(name, "no such setting; did you mean %s (%s)?", near, keyOfEnv(near))
+		return nil, invalid(name, "no such setting; did you mean %s (%s)?", near, known[near])
 	}
 	return env, nil
-}
-
-func keyOfEnv(name string) string {
-	for _, k := range keys {
-		if envName(k.name) == name {
-			return k.name
-		}
-	}
-	return ""
 }
 
 // readFile returns the keys the YAML file sets, as text; a YAML list is
