@@ -67,27 +67,14 @@ func Load(args, environ []string, demo map[string]string) (*Command, error) {
 	s := &Settings{sources: map[string]Source{}}
 	cmd.values = map[string]string{}
 	for _, k := range keys {
-		// Lowest precedence first; an empty value counts as unset.
-		value, src := k.def, Source{Kind: Default}
-		for _, layer := range []struct {
-			v   string
-			src Source
-		}{
-			{fromFile[k.name], Source{File, file}},
-			{env[envName(k.name)], Source{Environment, envName(k.name)}},
-			{cl.keys[k.name], Source{Flag, "--" + k.name}},
-		} {
-			if v := strings.TrimSpace(layer.v); v != "" {
-				value, src = v, layer.src
-			}
-		}
+		v, src := resolve(k, cl, env, fromFile, file)
 		if fixed, ok := demo[k.name]; ok && cl.demo {
 			if src.Kind != Default {
 				return nil, invalid(k.name, "--demo runs against its own mock and sets this itself; unset it (set by %s) or drop --demo", src)
 			}
-			value, src = fixed, Source{Kind: Demo}
+			v, src = fixed, Source{Kind: Demo}
 		}
-		cmd.values[k.name], s.sources[k.name] = value, src
+		cmd.values[k.name], s.sources[k.name] = v, src
 	}
 	// One line, naming the first problem: the rest are usually its echo.
 	for _, k := range keys {
@@ -104,6 +91,24 @@ func Load(args, environ []string, demo map[string]string) (*Command, error) {
 	}
 	cmd.Settings = s
 	return cmd, nil
+}
+
+// resolve returns k's value from the highest source that sets it: flag,
+// environment, file, default. An empty value counts as unset.
+func resolve(k key, cl commandLine, env, fromFile map[string]string, file string) (string, Source) {
+	for _, layer := range []struct {
+		v   string
+		src Source
+	}{
+		{cl.keys[k.name], Source{Flag, "--" + k.name}},
+		{env[envName(k.name)], Source{Environment, envName(k.name)}},
+		{fromFile[k.name], Source{File, file}},
+	} {
+		if v := strings.TrimSpace(layer.v); v != "" {
+			return v, layer.src
+		}
+	}
+	return k.def, Source{Kind: Default}
 }
 
 // rules check and derive what spans several keys, once every key has
