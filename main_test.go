@@ -133,6 +133,7 @@ func start(t *testing.T, env map[string]string, args ...string) *running {
 		}
 		select {
 		case err := <-r.done:
+			r.done <- err // for the cleanup, which waits for it
 			t.Fatalf("run ended early: %v\n%s", err, r.stderr.String())
 		default:
 		}
