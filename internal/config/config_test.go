@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -382,6 +383,32 @@ func TestUsageListsEveryKeyWithItsDefault(t *testing.T) {
 	for _, s := range switches {
 		if !strings.Contains(out.String(), "--"+s.name) {
 			t.Errorf("--help lacks --%s", s.name)
+		}
+	}
+}
+
+// The configuration layer stays one: only main imports it, only it imports
+// viper, and it depends on none of the packages it configures.
+func TestImportBoundaries(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go list")
+	}
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, "../../...").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const module = "github.com/dinie/dinie-auth-proxy"
+	for line := range strings.Lines(string(out)) {
+		pkg, imports, _ := strings.Cut(strings.TrimSpace(line), " ")
+		for _, imp := range strings.Fields(imports) {
+			switch {
+			case imp == module+"/internal/config" && pkg != module:
+				t.Errorf("%s imports internal/config; only main may", pkg)
+			case imp == "github.com/spf13/viper" && pkg != module+"/internal/config":
+				t.Errorf("%s imports viper; only internal/config may", pkg)
+			case pkg == module+"/internal/config" && strings.HasPrefix(imp, module+"/"):
+				t.Errorf("internal/config imports %s; it must depend on none of the parts it configures", imp)
+			}
 		}
 	}
 }
