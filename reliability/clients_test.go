@@ -94,7 +94,6 @@ func serveAsDinie(t *testing.T, h http.Handler) (srv *httptest.Server, caFile st
 	return srv, caFile
 }
 
-
 // url is the fake's base URL under its name.
 func (d *realDinie) url() string {
 	_, port, _ := net.SplitHostPort(d.srv.Listener.Addr().String())

@@ -20,11 +20,21 @@ type pattern struct {
 // patterns are the hosts whose tunnels are relayed untouched.
 type patterns []pattern
 
-// CheckPatterns reports the first of intercept.passthrough's patterns that
-// New would refuse.
+// PatternError is New's error for an intercept.passthrough pattern it
+// cannot read, so that its caller can name the key.
+type PatternError struct{ Err error }
+
+func (e *PatternError) Error() string { return "tunnel: passthrough: " + e.Err.Error() }
+func (e *PatternError) Unwrap() error { return e.Err }
+
+// CheckPatterns reports, as a PatternError, the first of
+// intercept.passthrough's patterns that New would refuse: for a caller
+// that opens no tunnel (--check).
 func CheckPatterns(list []string) error {
-	_, err := parsePatterns(list)
-	return err
+	if _, err := parsePatterns(list); err != nil {
+		return &PatternError{Err: err}
+	}
+	return nil
 }
 
 // parsePatterns parses intercept.passthrough's patterns (docs/configuration.md):

@@ -80,7 +80,7 @@ var (
 // name.
 type Config struct {
 	// Passthrough are the patterns of the hosts whose tunnels are relayed
-	// untouched (intercept.passthrough; CheckPatterns). None means no
+	// untouched (intercept.passthrough; a pattern it cannot read is a PatternError). None means no
 	// passthrough tunnel opens.
 	Passthrough []string
 	// Max bounds the tunnels open at once, of every kind
@@ -147,7 +147,7 @@ type Tunnels struct {
 func New(cfg Config) (*Tunnels, error) {
 	hosts, err := parsePatterns(cfg.Passthrough)
 	if err != nil {
-		return nil, fmt.Errorf("tunnel: passthrough: %w", err)
+		return nil, &PatternError{Err: err}
 	}
 	t := &Tunnels{hosts: hosts, lookup: cfg.Lookup, ownAddrs: cfg.InterfaceAddrs, idle: cfg.IdleTimeout,
 		halfClose: cfg.HalfCloseTimeout, log: cfg.Logger, max: cfg.Max, live: map[*Slot]struct{}{}}
