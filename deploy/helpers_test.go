@@ -97,7 +97,7 @@ func render(t *testing.T, dir string) *rendered {
 	return r
 }
 
-// proxyConfig mirrors the keys of the README's configuration table. Decoding is
+// proxyConfig mirrors the keys of docs/configuration.md's table. Decoding is
 // strict, as the proxy rejects unknown keys in its file.
 type proxyConfig struct {
 	Upstream struct {

@@ -28,7 +28,7 @@ import (
 // against net/http's (same raw requests), and its own transport against
 // net/http's (same lying upstream). Where a set-up is meant to differ, the
 // case says so and why; the difference must then be there, so that this
-// list, and the README's, stay exact. The one intended difference that is
+// list, and the one in docs/modes-and-clients.md, stay exact. The one intended difference that is
 // not about framing has a test of its own: TestDifferentialContentType.
 //
 // The checks net/http makes outside its parsers, and the cases for each:

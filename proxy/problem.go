@@ -5,7 +5,7 @@ import (
 	"net/http"
 )
 
-// The codes of the errors the proxy itself answers with (README, "Errors
+// The codes of the errors the proxy itself answers with (docs/operations.md, "Errors
 // the proxy answers itself"). Dinie's own errors pass through untouched.
 const (
 	CodeHostNotAllowed      = "host_not_allowed"
@@ -26,7 +26,7 @@ const (
 	CodeBadRequestBody = "bad_request_body"
 	// CodeBadRequestTarget is a request for "*" other than OPTIONS (an
 	// HTTP/2 preface sent to HTTP/1.1): it names no resource upstream
-	// (README, "Errors the proxy answers itself").
+	// (docs/operations.md, "Errors the proxy answers itself").
 	CodeBadRequestTarget = "bad_request_target"
 	// CodeBadRequest is a CONNECT with a body, which would otherwise
 	// become the tunnel's first bytes.

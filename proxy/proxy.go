@@ -80,8 +80,8 @@ type Config struct {
 	ReplayBudgetBytes int64
 
 	// Retries is how many times a resend-safe request is sent again after a
-	// transient failure of the upstream (upstream.retries; README,
-	// "Retries"). Zero means never.
+	// transient failure of the upstream (upstream.retries;
+	// docs/operations.md, "Retries"). Zero means never.
 	Retries int
 
 	// RetryMaxWait is the longest single wait before a retry; a Retry-After

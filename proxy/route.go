@@ -8,7 +8,7 @@ import (
 )
 
 // routing is the decision taken for each inbound request before anything is
-// sent upstream (README, "Using it from an application").
+// sent upstream (docs/modes-and-clients.md, "Using it from an application").
 type routing int
 
 const (

@@ -131,7 +131,7 @@ func burst(t *testing.T, addr string, n int, method, path string, body []byte, w
 // GOMEMLIMIT at 90% of the manifest's memory limit, in front of a Dinie
 // that takes 2 s to answer, with bursts far beyond limits.max_in_flight:
 // every request gets its answer or a fast 503 overloaded, and peak RSS
-// stays under the manifest's limit (README, "Reliability").
+// stays under the manifest's limit (docs/development.md, "Reliability").
 func TestBurstsStayWithinTheDeployMemoryLimit(t *testing.T) {
 	limit := deployMemoryLimit(t)
 	raiseFileLimit(t, 16384)

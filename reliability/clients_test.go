@@ -158,7 +158,7 @@ func needClient(t *testing.T, name, tool string) {
 
 // TestRealClientsThroughHTTPProxy sends requests for Dinie's http:// URL
 // through the proxy from the clients apps are built on, each set up only
-// with the environment the README gives it (HTTP_PROXY and http_proxy,
+// with the environment docs/modes-and-clients.md gives it (HTTP_PROXY and http_proxy,
 // NO_PROXY and no_proxy): each reaches Dinie with the proxy's token, and a
 // request for another host is refused.
 func TestRealClientsThroughHTTPProxy(t *testing.T) {
