@@ -229,6 +229,14 @@ func TestDidYouMean(t *testing.T) {
 			"DINIE_PROXY_UPSTREAM_URI: no such setting; did you mean DINIE_PROXY_UPSTREAM_URL (upstream.url)?"},
 		{"secret variable", nil, []string{"DINIE_PROXY_AUTH_CLIENT_SECRETT=" + testSecret},
 			"DINIE_PROXY_AUTH_CLIENT_SECRETT: no such setting; did you mean DINIE_PROXY_AUTH_CLIENT_SECRET (auth.client_secret)?"},
+		// Names are case-sensitive: ignored, a lower-case variable would
+		// leave the proxy on production.
+		{"lower-case variable", nil, []string{"dinie_proxy_upstream_url=https://sandbox.example"},
+			"dinie_proxy_upstream_url: names are upper-case; did you mean DINIE_PROXY_UPSTREAM_URL (upstream.url)?"},
+		{"mixed-case variable", nil, []string{"Dinie_Proxy_Upstream_Uri=https://sandbox.example"},
+			"Dinie_Proxy_Upstream_Uri: no such setting; did you mean DINIE_PROXY_UPSTREAM_URL (upstream.url)?"},
+		{"lower-case secret variable", nil, []string{"dinie_proxy_auth_client_secret=" + testSecret},
+			"dinie_proxy_auth_client_secret: names are upper-case; did you mean DINIE_PROXY_AUTH_CLIENT_SECRET (auth.client_secret)?"},
 		{"flag", []string{"--upstream.uri", "x"}, nil, "--upstream.uri: no such flag; did you mean --upstream.url?"},
 		{"switch", []string{"--print-confg"}, nil, "--print-confg: no such flag; did you mean --print-config?"},
 		{"file key", []string{"--config", writeFile(t, "upstream:\n  ur1: https://typo.example\n")}, nil, "upstream.ur1: unknown key in "},

@@ -198,7 +198,9 @@ func environment(environ []string) (map[string]string, error) {
 	var unknown []string
 	for _, kv := range environ {
 		name, value, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, envPrefix) {
+		// Variable names are case-sensitive, so dinie_proxy_upstream_url
+		// sets nothing: ignored, it would leave the proxy on production.
+		if len(name) < len(envPrefix) || !strings.EqualFold(name[:len(envPrefix)], envPrefix) {
 			continue
 		}
 		if _, ok := known[name]; !ok {
@@ -212,13 +214,18 @@ func environment(environ []string) (map[string]string, error) {
 		name := slices.Min(unknown)
 		names := slices.Sorted(maps.Keys(known))
 		near := closest(name, names)
-		return nil, invalid(name, "no such setting; did you mean %s (%s)?", near, known[near])
+		what := "no such setting"
+		if strings.EqualFold(name, near) {
+			what = "names are upper-case"
+		}
+		return nil, invalid(name, "%s; did you mean %s (%s)?", what, near, known[near])
 	}
 	return env, nil
 }
 
 // readFile returns the keys the YAML file sets, as text; a YAML list is
-// joined with commas (intercept.passthrough).
+// joined with commas (intercept.passthrough). Its errors name keys, never
+// a value: the file holds the client secret.
 func readFile(path string) (map[string]string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
