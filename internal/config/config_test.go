@@ -237,6 +237,8 @@ func TestDidYouMean(t *testing.T) {
 			"Dinie_Proxy_Upstream_Uri: no such setting; did you mean DINIE_PROXY_UPSTREAM_URL (upstream.url)?"},
 		{"lower-case secret variable", nil, []string{"dinie_proxy_auth_client_secret=" + testSecret},
 			"dinie_proxy_auth_client_secret: names are upper-case; did you mean DINIE_PROXY_AUTH_CLIENT_SECRET (auth.client_secret)?"},
+		{"value in the variable's name", nil, []string{"DINIE_PROXY_AUTH_CLIENT_SECRET " + testSecret + "="},
+			"DINIE_PROXY_AUTH_CLIENT_SECRET: a space in the name (the rest not shown); did you mean DINIE_PROXY_AUTH_CLIENT_SECRET (auth.client_secret)?"},
 		{"flag", []string{"--upstream.uri", "x"}, nil, "--upstream.uri: no such flag; did you mean --upstream.url?"},
 		{"switch", []string{"--print-confg"}, nil, "--print-confg: no such flag; did you mean --print-config?"},
 		{"file key", []string{"--config", writeFile(t, "upstream:\n  ur1: https://typo.example\n")}, nil, "upstream.ur1: unknown key in "},

@@ -249,10 +249,14 @@ func environment(environ []string) (map[string]string, error) {
 	if len(unknown) > 0 {
 		// The same one whatever the environment's order.
 		name := slices.Min(unknown)
-		names := slices.Sorted(maps.Keys(known))
-		near := closest(name, names)
 		what := "no such setting"
-		if strings.EqualFold(name, near) {
+		// A name with a space in it is a value given in its name
+		// (docker's -e "NAME VALUE"): the rest may be a secret.
+		if end := strings.IndexFunc(name, unicode.IsSpace); end >= 0 {
+			name, what = name[:end], "a space in the name (the rest not shown)"
+		}
+		near := closest(name, slices.Sorted(maps.Keys(known)))
+		if name != near && strings.EqualFold(name, near) {
 			what = "names are upper-case"
 		}
 		return nil, invalid(name, "%s; did you mean %s (%s)?", what, near, known[near])
