@@ -151,6 +151,27 @@ func testIdempotencyKeyIsCopiedIntoXIdempotencyKey(t *testing.T, setup envOption
 	}
 }
 
+// An empty idempotency key is no key: dropped before the request goes
+// upstream, it does not make a POST resend-safe, for the proxy's retries
+// or for net/http's transport, which counts the header's mere presence.
+func TestEmptyIdempotencyKeyIsDropped(t *testing.T) { forEachSetup(t, testEmptyIdempotencyKeyIsDropped) }
+
+func testEmptyIdempotencyKeyIsDropped(t *testing.T, setup envOption) {
+	e := newEnv(t, false, setup, withClock(newFakeClock()))
+	e.script(status(503), okAnswer)
+	resp, _ := do(t, http.DefaultClient, "POST", e.proxy.URL+"/payments", strings.NewReader("fake-body"),
+		"Idempotency-Key", "", "X-Idempotency-Key", "")
+	all := e.seenAll()
+	if resp.StatusCode != 503 || len(all) != 1 {
+		t.Fatalf("app got %d after %d sends, want the 503 after 1", resp.StatusCode, len(all))
+	}
+	for _, name := range []string{"Idempotency-Key", "X-Idempotency-Key"} {
+		if _, ok := all[0].Header[name]; ok {
+			t.Errorf("the empty %s reached the upstream", name)
+		}
+	}
+}
+
 // Issue 21, point 5: against an upstream that always fails, retries are
 // at most a fifth of the requests of the last 10 s (at least 3); then
 // the budget is spent, counted, and renewed as time passes.
