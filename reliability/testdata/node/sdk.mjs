@@ -9,7 +9,8 @@
 //   - the API calls as src/runtime/http.ts, HttpClient#execute and
 //     HttpClient.buildHeaders, send them: the Bearer token, its User-Agent and
 //     X-Dinie-Sdk-* headers, and on a write a JSON body and an
-//     X-Idempotency-Key.
+//     X-Idempotency-Key made as src/runtime/idempotency.ts,
+//     generateIdempotencyKey, makes it.
 // It prints the status of the first answer that is not 2xx (or 200), then
 // each answer's body on a line of its own.
 //   node sdk.mjs BASE_URL    (e.g. https://api.dinie.com.br/api/v3)
@@ -42,7 +43,7 @@ try {
     await step('post', {
       method: 'POST',
       path: `${basePath}/customers`,
-      headers: { ...apiHeaders(accessToken), 'content-type': 'application/json', 'x-idempotency-key': randomUUID() },
+      headers: { ...apiHeaders(accessToken), 'content-type': 'application/json', 'x-idempotency-key': `dinie-sdk-retry-${randomUUID()}` },
       body: JSON.stringify({ name: 'Fake Customer' }),
     });
   }
