@@ -212,6 +212,15 @@ func TestActions(t *testing.T) {
 	}
 }
 
+// hideSecret is err's message for a failing test's output, the secret
+// and its YAML-truncated start replaced.
+func hideSecret(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	return strings.ReplaceAll(err.Error(), testSecret[:7], "SECRET")
+}
+
 func isConfigError(err error) bool {
 	_, ok := errors.AsType[*Error](err)
 	return ok
@@ -271,7 +280,7 @@ func TestDidYouMean(t *testing.T) {
 // secret, as when a Kubernetes args: list quotes "--auth.client_secret
 // VALUE" as one argument.
 func TestCommandLineErrorsEchoNoValue(t *testing.T) {
-	for _, tt := range []struct {
+	for i, tt := range []struct {
 		args []string
 		want string
 	}{
@@ -294,10 +303,10 @@ func TestCommandLineErrorsEchoNoValue(t *testing.T) {
 	} {
 		_, err := Load(tt.args, credentials, nil)
 		if !isConfigError(err) || !strings.HasPrefix(err.Error(), tt.want) {
-			t.Errorf("argument %d: %v, want %q", len(tt.args), err, tt.want)
+			t.Errorf("case %d: %s, want %q", i, hideSecret(err), tt.want)
 		}
 		if err != nil && strings.Contains(err.Error(), testSecret) {
-			t.Errorf("argument %d: the message echoes the secret", len(tt.args))
+			t.Errorf("case %d: the message echoes the secret", i)
 		}
 	}
 	if s := load(t, []string{"--auth.client_secret=fake with spaces", "--auth.client_id", "-fake-id"}); s.ClientSecret != "fake with spaces" || s.ClientID != "-fake-id" {
@@ -329,7 +338,7 @@ func TestFileRefusesNonScalarsAndEchoesNoValue(t *testing.T) {
 	} {
 		_, err := Load([]string{"--config", writeFile(t, tt.yaml)}, credentials, nil)
 		if !isConfigError(err) || !strings.HasPrefix(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
-			t.Errorf("%q: %v, want one line starting %q", strings.ReplaceAll(tt.yaml, testSecret, "SECRET"), err, tt.want)
+			t.Errorf("%q: %s, want one line starting %q", strings.ReplaceAll(tt.yaml, testSecret, "SECRET"), hideSecret(err), tt.want)
 		}
 		if err != nil && strings.Contains(err.Error(), testSecret[:7]) {
 			t.Errorf("%q: the message echoes the secret", strings.ReplaceAll(tt.yaml, testSecret, "SECRET"))
