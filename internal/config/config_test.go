@@ -218,7 +218,7 @@ func hideSecret(err error) string {
 	if err == nil {
 		return "<nil>"
 	}
-	return strings.ReplaceAll(err.Error(), testSecret[:7], "SECRET")
+	return strings.ReplaceAll(strings.ReplaceAll(err.Error(), testSecret, "SECRET"), testSecret[:7], "SECRET")
 }
 
 func isConfigError(err error) bool {
