@@ -205,11 +205,29 @@ func (a *app) bind() (proxyLn, adminLn net.Listener, err error) {
 	if proxyLn, err = a.listen("listen.proxy", a.cfg.ListenProxy); err != nil {
 		return nil, nil, err
 	}
+	if !a.cfg.AllowRemote {
+		if err := loopbackOnly(a.cfg.ListenProxy, proxyLn.Addr()); err != nil {
+			return nil, nil, err
+		}
+	}
 	if adminLn, err = a.listen("listen.admin", a.cfg.ListenAdmin); err != nil {
 		return nil, nil, err
 	}
 	a.proxyAddr = proxyLn.Addr()
 	return proxyLn, adminLn, nil
+}
+
+// loopbackOnly refuses a proxy listener that others can reach
+// (docs/configuration.md, "Mistakes it refuses"): the configuration checks
+// the text, but a host name such as localhost is resolved by /etc/hosts or
+// DNS, so the address bound decides.
+func loopbackOnly(configured string, bound net.Addr) error {
+	if tcp, ok := bound.(*net.TCPAddr); ok && tcp.IP.IsLoopback() {
+		return nil
+	}
+	return config.Invalid("listen.proxy", fmt.Errorf(
+		"%s was bound to %s, not a loopback address: whoever reaches it calls Dinie with your credentials; "+
+			"use 127.0.0.1, or set listen.allow_remote to true", configured, bound))
 }
 
 func (a *app) listen(key, addr string) (net.Listener, error) {

@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dinie/dinie-auth-proxy/internal/config"
 	"github.com/dinie/dinie-auth-proxy/internal/testkit"
 )
 
@@ -372,6 +373,8 @@ func TestInvalidConfigExits2NamingTheKey(t *testing.T) {
 	malformed := write("malformed.yaml", "upstream: [\n")
 	empty := write("empty-secret", "\n")
 	notPEM := write("not.pem", "fake\n")
+	listSecret := write("list-secret.yaml", "auth:\n  client_secret: ["+testSecret+"]\n")
+	mappingSecret := write("mapping-secret.yaml", "auth:\n  client_secret:\n    "+testSecret+": x\n")
 	base := map[string]string{
 		"DINIE_PROXY_AUTH_CLIENT_ID": "fake-id", "DINIE_PROXY_AUTH_CLIENT_SECRET": testSecret,
 		"DINIE_PROXY_LISTEN_PROXY": "127.0.0.1:0", "DINIE_PROXY_LISTEN_ADMIN": "127.0.0.1:0",
@@ -422,6 +425,14 @@ func TestInvalidConfigExits2NamingTheKey(t *testing.T) {
 		{"demo with an upstream", nil, []string{"--demo", "--upstream.url", "https://sandbox.api.dinie.com.br/api/v3"}, "upstream.url: --demo"},
 		{"demo with credentials", nil, []string{"--demo"}, "auth.client_id: --demo"},
 		{"boolean flag with a word", nil, []string{"--intercept.enabled=yes please"}, "intercept.enabled"},
+		// A Kubernetes args: list that quotes a flag and its value as one.
+		{"flag and secret in one argument", nil, []string{"--check", "--auth.client_secret " + testSecret},
+			"--auth.client_secret: a flag and its value in one argument (argument 2"},
+		{"stray argument", nil, []string{"--log.level", "debug", testSecret}, "command line: argument 3 is not a flag"},
+		{"lower-case variable", map[string]string{"dinie_proxy_upstream_url": "https://sandbox.api.dinie.com.br/api/v3"}, nil,
+			"dinie_proxy_upstream_url: names are upper-case; did you mean DINIE_PROXY_UPSTREAM_URL (upstream.url)?"},
+		{"list as the secret", nil, []string{"--config", listSecret}, "auth.client_secret: a list in "},
+		{"mapping under the secret", nil, []string{"--config", mappingSecret}, "auth.client_secret: a mapping in "},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -440,6 +451,38 @@ func TestInvalidConfigExits2NamingTheKey(t *testing.T) {
 			}
 			assertNoSecrets(t, "the message", msg+stderr.String())
 		})
+	}
+}
+
+// listen.allow_remote is decided on the address bound, not only on the
+// text: localhost passes the configuration's check by name and resolves
+// through /etc/hosts or DNS, which may point it anywhere. The settings are
+// made here as such a name would resolve, since the configuration refuses
+// 0.0.0.0 by its text.
+func TestBoundProxyAddressMustBeLoopback(t *testing.T) {
+	for _, tt := range []struct {
+		addr        string
+		allowRemote bool
+		refused     bool
+	}{
+		{"0.0.0.0:0", false, true},
+		{"localhost:0", false, false},
+		{"127.0.0.1:0", false, false},
+		{"0.0.0.0:0", true, false},
+	} {
+		a := &app{cfg: &config.Settings{ListenProxy: tt.addr, ListenAdmin: "127.0.0.1:0", AllowRemote: tt.allowRemote}}
+		_, _, err := a.bind()
+		a.close()
+		if !tt.refused {
+			if err != nil {
+				t.Errorf("%s, allow_remote %v: %v", tt.addr, tt.allowRemote, err)
+			}
+			continue
+		}
+		if exitCode(err) != 2 || !strings.HasPrefix(err.Error(), "listen.proxy: "+tt.addr+" was bound to ") ||
+			!strings.Contains(err.Error(), "listen.allow_remote") {
+			t.Errorf("%s: %v, want exit 2 naming listen.proxy and listen.allow_remote", tt.addr, err)
+		}
 	}
 }
 

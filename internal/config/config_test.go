@@ -212,6 +212,15 @@ func TestActions(t *testing.T) {
 	}
 }
 
+// hideSecret is err's message for a failing test's output, the secret
+// and its YAML-truncated start replaced.
+func hideSecret(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	return strings.ReplaceAll(strings.ReplaceAll(err.Error(), testSecret, "SECRET"), testSecret[:7], "SECRET")
+}
+
 func isConfigError(err error) bool {
 	_, ok := errors.AsType[*Error](err)
 	return ok
@@ -229,6 +238,16 @@ func TestDidYouMean(t *testing.T) {
 			"DINIE_PROXY_UPSTREAM_URI: no such setting; did you mean DINIE_PROXY_UPSTREAM_URL (upstream.url)?"},
 		{"secret variable", nil, []string{"DINIE_PROXY_AUTH_CLIENT_SECRETT=" + testSecret},
 			"DINIE_PROXY_AUTH_CLIENT_SECRETT: no such setting; did you mean DINIE_PROXY_AUTH_CLIENT_SECRET (auth.client_secret)?"},
+		// Names are case-sensitive: ignored, a lower-case variable would
+		// leave the proxy on production.
+		{"lower-case variable", nil, []string{"dinie_proxy_upstream_url=https://sandbox.example"},
+			"dinie_proxy_upstream_url: names are upper-case; did you mean DINIE_PROXY_UPSTREAM_URL (upstream.url)?"},
+		{"mixed-case variable", nil, []string{"Dinie_Proxy_Upstream_Uri=https://sandbox.example"},
+			"Dinie_Proxy_Upstream_Uri: no such setting; did you mean DINIE_PROXY_UPSTREAM_URL (upstream.url)?"},
+		{"lower-case secret variable", nil, []string{"dinie_proxy_auth_client_secret=" + testSecret},
+			"dinie_proxy_auth_client_secret: names are upper-case; did you mean DINIE_PROXY_AUTH_CLIENT_SECRET (auth.client_secret)?"},
+		{"value in the variable's name", nil, []string{"DINIE_PROXY_AUTH_CLIENT_SECRET " + testSecret + "="},
+			"DINIE_PROXY_AUTH_CLIENT_SECRET: a space in the name (the rest not shown); did you mean DINIE_PROXY_AUTH_CLIENT_SECRET (auth.client_secret)?"},
 		{"flag", []string{"--upstream.uri", "x"}, nil, "--upstream.uri: no such flag; did you mean --upstream.url?"},
 		{"switch", []string{"--print-confg"}, nil, "--print-confg: no such flag; did you mean --print-config?"},
 		{"file key", []string{"--config", writeFile(t, "upstream:\n  ur1: https://typo.example\n")}, nil, "upstream.ur1: unknown key in "},
@@ -253,6 +272,80 @@ func TestDidYouMean(t *testing.T) {
 	if _, err := Load([]string{"--config", writeFile(t, "upstream:\n  ur1: x\n")}, credentials, nil); err == nil ||
 		!strings.HasSuffix(err.Error(), "did you mean upstream.url?") {
 		t.Errorf("unknown key in the file: %v", err)
+	}
+}
+
+// A mistake on the command line is named by the flag before its first
+// space or '=', or by its position, never echoed: the rest may be the
+// secret, as when a Kubernetes args: list quotes "--auth.client_secret
+// VALUE" as one argument.
+func TestCommandLineErrorsEchoNoValue(t *testing.T) {
+	for i, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--check", "--auth.client_secret " + testSecret},
+			"--auth.client_secret: a flag and its value in one argument (argument 2; the rest is not shown): give them as two arguments, or as --auth.client_secret=VALUE"},
+		{[]string{"-auth.client_secret\t" + testSecret}, "--auth.client_secret: a flag and its value in one argument (argument 1;"},
+		{[]string{"--auth.client_secrt " + testSecret}, "--auth.client_secrt: no such flag; did you mean --auth.client_secret?"},
+		{[]string{"--auth.client_secrt=" + testSecret}, "--auth.client_secrt: no such flag; did you mean --auth.client_secret?"},
+		{[]string{"--auth.client_secret", "x", testSecret},
+			"command line: argument 3 is not a flag (its text is not shown): settings are flags, --<key> VALUE"},
+		{[]string{"--", testSecret}, "command line: argument 1 is not a flag"},
+		{[]string{"--=" + testSecret}, "command line: argument 1 is not a flag"},
+		// A flag where a value belongs is a missing value: taken as the
+		// value, it would be echoed by this key's parse error.
+		{[]string{"--upstream.timeout", "--auth.client_secret=" + testSecret}, "--upstream.timeout: needs a value"},
+		{[]string{"--config", "--auth.client_secret " + testSecret}, "--config: needs a value"},
+		{[]string{"--log.level", "-auth.client_secret", testSecret}, "--log.level: needs a value"},
+		// A value that starts with a dash is still a value.
+		{[]string{"--shutdown.timeout", "-1s"}, `shutdown.timeout: "-1s" is not a positive duration`},
+	} {
+		_, err := Load(tt.args, credentials, nil)
+		if !isConfigError(err) || !strings.HasPrefix(err.Error(), tt.want) {
+			t.Errorf("case %d: %s, want %q", i, hideSecret(err), tt.want)
+		}
+		if err != nil && strings.Contains(err.Error(), testSecret) {
+			t.Errorf("case %d: the message echoes the secret", i)
+		}
+	}
+	if s := load(t, []string{"--auth.client_secret=fake with spaces", "--auth.client_id", "-fake-id"}); s.ClientSecret != "fake with spaces" || s.ClientID != "-fake-id" {
+		t.Error("a value after '=', or one that starts with a dash, was not taken whole")
+	}
+}
+
+// The file takes a single value for every key but the lists: a YAML list
+// or mapping as auth.client_secret would otherwise become the secret, and
+// errors name the key, never what the file holds under it. YAML's own
+// messages quote the file, so they are shown without the quotes.
+func TestFileRefusesNonScalarsAndEchoesNoValue(t *testing.T) {
+	for _, tt := range []struct{ yaml, want string }{
+		{"auth:\n  client_secret: [" + testSecret + "]\n", "auth.client_secret: a list in "},
+		{"auth:\n  client_secret:\n    - " + testSecret + "\n", "auth.client_secret: a list in "},
+		{"auth:\n  client_secret: []\n", "auth.client_secret: a list in "},
+		{"auth:\n  client_secret:\n    " + testSecret + ": x\n", "auth.client_secret: a mapping in "},
+		{"auth:\n  client_secret: {" + testSecret + ": {a: b}}\n", "auth.client_secret: a mapping in "},
+		{"auth:\n  client_secret: {}\n", "auth.client_secret: a mapping in "},
+		{"upstream:\n  timeout: [30s]\n", "upstream.timeout: a list in "},
+		{"intercept:\n  passthrough: [[a.example]]\n", "intercept.passthrough: a list of lists or mappings in "},
+		{"intercept:\n  passthrough: {a: b}\n", "intercept.passthrough: a mapping in "},
+		{"auth: [" + testSecret + "]\n", "auth: not a mapping in "},
+		{"auth: " + testSecret + "\n", "auth: not a mapping in "},
+		{testSecret + "\n", "config file: "},
+		{"!" + testSecret + " x\n", "config file: "},
+		{"auth:\n  client_secret: *" + testSecret + "\n", "config file: "},
+		{"auth:\n  client_secret: !!int " + testSecret + "\n", "config file: "},
+	} {
+		_, err := Load([]string{"--config", writeFile(t, tt.yaml)}, credentials, nil)
+		if !isConfigError(err) || !strings.HasPrefix(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%q: %s, want one line starting %q", strings.ReplaceAll(tt.yaml, testSecret, "SECRET"), hideSecret(err), tt.want)
+		}
+		if err != nil && strings.Contains(err.Error(), testSecret[:7]) {
+			t.Errorf("%q: the message echoes the secret", strings.ReplaceAll(tt.yaml, testSecret, "SECRET"))
+		}
+	}
+	if got := yamlProblem(errors.New("yaml: line 1: cannot unmarshal !!str `x` into map")); got != "yaml: line 1: cannot unmarshal !!str (not shown) into map" {
+		t.Errorf("YAML's message shown as %q", got)
 	}
 }
 

@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"os"
@@ -38,6 +39,9 @@ func FuzzLoadConfig(f *testing.F) {
 		"upstream:\n  url: https://user:fake-secret-url@[::1\n",
 		"auth:\n  token_url: http://user:fake-secret-url@127.0.0.1:x/\n",
 		"auth:\n  client_secret: {a: fake-secret-fuzz}\n",
+		"auth:\n  client_secret: {fake-secret-fuzz: {a: b}}\n",
+		"auth:\n  client_secret: *fake-secret-fuzz\n",
+		"auth:\n  client_secret: !!int fake-secret-fuzz\n",
 		"auth: fake-secret-fuzz\n",
 		"listen:\n  proxy: 8080\n  admin: '[::1]:99999'\n",
 		"log:\n  level: verbose\n  format: xml\n",
@@ -89,14 +93,47 @@ func FuzzLoadConfig(f *testing.F) {
 // client secret, and the password of any URL, however malformed the URL.
 func secretsIn(file []byte) []string {
 	secrets := []string{"fake-secret-env"}
+	add := func(s string) {
+		if s = strings.TrimSpace(s); len(s) >= 4 {
+			secrets = append(secrets, s)
+		}
+	}
+	// What follows client_secret: on its line, and each word of it, even
+	// in a file YAML cannot read, less what YAML takes for an alias, anchor
+	// or tag.
+	for line := range strings.Lines(string(file)) {
+		if _, rest, ok := strings.Cut(line, "client_secret:"); ok {
+			add(strings.TrimLeft(strings.TrimSpace(rest), "*&!"))
+			for _, word := range strings.Fields(rest) {
+				add(strings.TrimLeft(word, "*&!"))
+			}
+		}
+	}
 	v := viper.New()
 	v.SetConfigType("yaml")
 	if v.ReadConfig(bytes.NewReader(file)) != nil {
 		return secrets
 	}
-	if s := strings.TrimSpace(v.GetString("auth.client_secret")); len(s) >= 4 {
-		secrets = append(secrets, s)
+	// Whatever the file holds as the secret: a value, or what a list or
+	// mapping given in its place holds.
+	var walk func(any)
+	walk = func(val any) {
+		switch val := val.(type) {
+		case []any:
+			for _, item := range val {
+				walk(item)
+			}
+		case map[string]any:
+			for k, item := range val {
+				add(k)
+				walk(item)
+			}
+		case nil:
+		default:
+			add(fmt.Sprint(val))
+		}
 	}
+	walk(v.Get("auth.client_secret"))
 	for _, k := range []string{"upstream.url", "auth.token_url"} {
 		raw := v.GetString(k)
 		_, rest, ok := strings.Cut(raw, "://")

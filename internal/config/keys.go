@@ -26,7 +26,10 @@ type key struct {
 	secret bool
 	// boolean keys are switches on the command line: --intercept.enabled.
 	boolean bool
-	set     func(s *Settings, v string) error
+	// list keys take a YAML list in the file (joined with commas); every
+	// other key takes a single value, never a list or a mapping.
+	list bool
+	set  func(s *Settings, v string) error
 }
 
 var keys = []key{
@@ -96,7 +99,7 @@ var keys = []key{
 		set: text(func(s *Settings) *string { return &s.Intercept.CACertFile })},
 	{name: "intercept.ca_key_file", usage: "the private key of intercept.ca_cert_file",
 		set: text(func(s *Settings) *string { return &s.Intercept.CAKeyFile })},
-	{name: "intercept.passthrough", usage: "comma-separated host patterns (api.stripe.com, *.amazonaws.com, *, host:port) whose CONNECT tunnels are relayed untouched; no port means 443",
+	{name: "intercept.passthrough", usage: "comma-separated host patterns (api.stripe.com, *.amazonaws.com, *, host:port) whose CONNECT tunnels are relayed untouched; no port means 443", list: true,
 		set: func(s *Settings, v string) error {
 			for p := range strings.SplitSeq(v, ",") {
 				if p = strings.TrimSpace(p); p != "" {

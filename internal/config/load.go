@@ -159,7 +159,9 @@ func credential(k, value, file string) error {
 
 // loopbackOnly refuses an address that others can reach: whoever reaches
 // the proxy calls Dinie with the partner's credentials. A host name other
-// than localhost may resolve to anything, so it is refused too.
+// than localhost may resolve to anything, so it is refused too; localhost
+// is resolved by /etc/hosts or DNS, so the address it binds is checked
+// again when the proxy starts.
 func loopbackOnly(k, addr string) error {
 	host, _, _ := net.SplitHostPort(addr)
 	if strings.EqualFold(host, "localhost") {
