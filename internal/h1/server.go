@@ -221,7 +221,8 @@ func (s *Server) newConn(rwc net.Conn) *serverConn {
 		maxHeader = 1 << 20
 	}
 	c := &serverConn{s: s, rwc: rwc, remoteAddr: rwc.RemoteAddr().String(), headerLimit: int64(maxHeader) + 4096}
-	c.lr.r, c.lr.remain = rwc, c.headerLimit
+	c.sock = newSysConn(rwc)
+	c.lr.r, c.lr.remain = c.sock, c.headerLimit
 	c.br = bufio.NewReaderSize(&c.lr, 4<<10)
 	c.res.header = make(http.Header, 8)
 	if tc, ok := rwc.(*tls.Conn); ok {
@@ -249,6 +250,7 @@ const (
 type serverConn struct {
 	s           *Server
 	rwc         net.Conn
+	sock        net.Conn // rwc, or the same socket with cheaper reads and writes (sysconn_linux.go)
 	remoteAddr  string
 	tlsState    *tls.ConnectionState // set for a *tls.Conn: every request's TLS
 	lr          limitReader
@@ -284,7 +286,7 @@ func (c *serverConn) serve() {
 		if !c.waitForRequest() {
 			return
 		}
-		c.bw = c.s.writer(c.rwc)
+		c.bw = c.s.writer(c.sock)
 		req, ctx, err := c.readRequest()
 		if err != nil {
 			c.replyError(err)

@@ -387,13 +387,15 @@ func (t *Transport) dial(ctx context.Context) (*h1conn, error) {
 	conn := raw
 	var under *noWaitConn
 	if t.tls != nil {
-		under = &noWaitConn{Conn: raw}
+		under = &noWaitConn{Conn: newSysConn(raw)}
 		tc := tls.Client(under, t.tls)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			raw.Close()
 			return nil, &DialError{Addr: t.addr, Err: fmt.Errorf("tls: %w", err)}
 		}
 		conn = tc
+	} else {
+		conn = newSysConn(raw)
 	}
 	pc := &h1conn{
 		conn:   conn,
