@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/dinie/dinie-auth-proxy/internal/h1"
 )
 
 // handshakeTimeout bounds the TLS handshake of an intercepted tunnel, as
@@ -32,7 +34,7 @@ func (h *Handler) openInterceptTunnel(rec *recorder, r *http.Request) {
 	}
 	// One shared config for every tunnel: its session ticket keys are what
 	// lets a client's next tunnel resume.
-	tc := tls.Server(conn, h.intercept)
+	tc := tls.Server(h1.RawIO(conn), h.intercept)
 	ctx, cancel := context.WithTimeout(r.Context(), handshakeTimeout)
 	conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	err := tc.HandshakeContext(ctx)
