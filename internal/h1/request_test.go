@@ -24,7 +24,7 @@ func sameAsRequestWrite(t *testing.T, newReq func() *http.Request) {
 	var want, got bytes.Buffer
 	wantErr := newReq().Write(&want)
 	bw := bufio.NewWriter(&got)
-	gotErr := writeRequest(bw, newReq())
+	gotErr := writeRequest(bw, newReq(), nil)
 	bw.Flush()
 	if (wantErr == nil) != (gotErr == nil) {
 		t.Fatalf("writeRequest error %v, Request.Write error %v", gotErr, wantErr)
@@ -160,7 +160,7 @@ func TestWriteRequestLeavesTheUnusualToRequestWrite(t *testing.T) {
 	}
 	var buf bytes.Buffer
 	bw := bufio.NewWriter(&buf)
-	if err := writeRequest(bw, withTrace); err != nil {
+	if err := writeRequest(bw, withTrace, nil); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Contains(traced, "Accept") {
@@ -187,7 +187,7 @@ func TestWriteRequestClosesTheBody(t *testing.T) {
 		body := &closeRecorder{Reader: strings.NewReader(tc.body)}
 		req := newOutbound("POST", "https://api.example/x", nil)
 		req.Body, req.ContentLength = body, tc.n
-		writeRequest(bufio.NewWriter(io.Discard), req)
+		writeRequest(bufio.NewWriter(io.Discard), req, nil)
 		if !body.closed {
 			t.Errorf("body %q with ContentLength %d: not closed", tc.body, tc.n)
 		}
