@@ -18,22 +18,27 @@ import (
 
 // sameAsRequestWrite checks that writeRequest writes what req.Write does,
 // header lines in any order but a header's values in theirs, or fails as
-// it does. newReq makes the request afresh for each, as a body is read.
+// it does, with the body read through the writer's buffer and through a
+// buffer of its own (a small one, for many reads). newReq makes the
+// request afresh for each, as a body is read.
 func sameAsRequestWrite(t *testing.T, newReq func() *http.Request) {
 	t.Helper()
-	var want, got bytes.Buffer
+	var want bytes.Buffer
 	wantErr := newReq().Write(&want)
-	bw := bufio.NewWriter(&got)
-	gotErr := writeRequest(bw, newReq(), nil)
-	bw.Flush()
-	if (wantErr == nil) != (gotErr == nil) {
-		t.Fatalf("writeRequest error %v, Request.Write error %v", gotErr, wantErr)
-	}
-	if wantErr != nil {
-		return
-	}
-	if g, w := normalizeHead(got.String()), normalizeHead(want.String()); g != w {
-		t.Errorf("writeRequest wrote\n%q\nRequest.Write wrote\n%q", g, w)
+	for _, buf := range [][]byte{nil, make([]byte, 3)} {
+		var got bytes.Buffer
+		bw := bufio.NewWriter(&got)
+		gotErr := writeRequest(bw, newReq(), buf)
+		bw.Flush()
+		if (wantErr == nil) != (gotErr == nil) {
+			t.Fatalf("writeRequest (buffer of %d) error %v, Request.Write error %v", len(buf), gotErr, wantErr)
+		}
+		if wantErr != nil {
+			continue
+		}
+		if g, w := normalizeHead(got.String()), normalizeHead(want.String()); g != w {
+			t.Errorf("writeRequest (buffer of %d) wrote\n%q\nRequest.Write wrote\n%q", len(buf), g, w)
+		}
 	}
 }
 
