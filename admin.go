@@ -9,9 +9,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// adminHandler serves /metrics, /healthz and /readyz (README, "Health and
-// metrics"). Readiness is the token: an app behind a proxy without one
-// would only get 503s.
+// adminHandler serves /metrics, /healthz and /readyz (docs/operations.md,
+// "Health and metrics"). Readiness is the token: an app behind a proxy
+// without one would only get 503s.
 func adminHandler(reg *prometheus.Registry, ready func() error, draining *atomic.Bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"sync/atomic"
 	"time"
 
@@ -17,7 +16,9 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/dinie/dinie-auth-proxy/internal/config"
 	"github.com/dinie/dinie-auth-proxy/internal/h1"
+	"github.com/dinie/dinie-auth-proxy/internal/tunnel"
 	"github.com/dinie/dinie-auth-proxy/proxy"
 	"github.com/dinie/dinie-auth-proxy/tokencache"
 )
@@ -26,15 +27,18 @@ import (
 // listeners, bound first so that a busy port fails the start, and the
 // servers, token cache and handler behind them.
 type app struct {
-	cfg          config
+	cfg          *config.Settings
 	log          *zap.Logger
+	reg          *prometheus.Registry
 	cache        *tokencache.Cache
 	interception *interception
+	demo         *demo    // nil unless --demo
 	servers      []served // shut down in this order
 	draining     atomic.Bool
 	// listeners are closed by close, whatever happened; Shutdown has
 	// usually closed them already.
 	listeners []net.Listener
+	proxyAddr net.Addr
 }
 
 // served is a server and the listener it serves.
@@ -50,112 +54,162 @@ type server interface {
 	Close() error
 }
 
-// newApp builds the program; stdout gets the demo's instructions. The
-// caller closes it.
-func newApp(cfg config, opts options, log *zap.Logger, stdout io.Writer) (_ *app, err error) {
-	a := &app{cfg: cfg, log: log}
+// newApp builds the program; with demo, it brings its own Dinie and
+// prints how to try it on stdout. The caller closes it.
+func newApp(cfg *config.Settings, demo bool, log *zap.Logger, stdout io.Writer) (_ *app, err error) {
+	a := &app{cfg: cfg, log: log, reg: newRegistry()}
 	defer func() {
 		if err != nil {
 			a.close()
 		}
 	}()
-	proxyLn, err := a.listen("listen.proxy", cfg.listenProxy)
+	proxyLn, adminLn, err := a.bind()
 	if err != nil {
 		return nil, err
 	}
-	adminLn, err := a.listen("listen.admin", cfg.listenAdmin)
-	if err != nil {
-		return nil, err
-	}
-	var mock net.Listener
-	if opts.demo {
-		if mock, err = a.listen("demo", "127.0.0.1:0"); err != nil {
+	if demo {
+		if a.demo, err = newDemo(a); err != nil {
 			return nil, err
 		}
-		cfg.upstreamURL = &url.URL{Scheme: "http", Host: mock.Addr().String(), Path: "/api/v3"}
-		cfg.tokenURL = cfg.upstreamURL.String() + "/auth/token"
+		if a.cfg, err = a.demo.settings(cfg); err != nil {
+			return nil, err
+		}
 	}
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// The CA's files are written before the admin server, and with it
 	// /readyz, starts.
-	if a.interception, err = newInterception(cfg, log, reg); err != nil {
+	if a.interception, err = newInterception(a.cfg, log, a.reg); err != nil {
 		return nil, err
 	}
-	// The token endpoint is called once an hour: net/http's transport serves
-	// it. Requests go through the configured one.
-	standard := standardTransport(cfg)
-	var upstream http.RoundTripper = standard
-	if cfg.transport == "http1" {
-		if upstream, err = h1.NewTransport(cfg.upstreamURL, h1.TransportConfig{
-			ResponseHeaderTimeout: cfg.upstreamTimeout, RootCAs: cfg.rootCAs,
-		}); err != nil {
-			return nil, err
-		}
+	standard, requests, err := a.upstream()
+	if err != nil {
+		return nil, err
 	}
-	a.cache, err = tokencache.New(tokencache.Config{
-		TokenURL:         cfg.tokenURL,
-		ClientID:         cfg.clientID,
-		ClientIDFile:     cfg.clientIDFile,
-		ClientSecret:     cfg.clientSecret,
-		ClientSecretFile: cfg.clientSecretFile,
-		RefreshBefore:    cfg.refreshBefore,
-		FetchTimeout:     cfg.upstreamTimeout,
-		MaxWait:          cfg.upstreamTimeout,
+	if a.cache, err = newTokenCache(a.cfg, standard, log, a.reg); err != nil {
+		return nil, err
+	}
+	handler, err := a.handler(requests, proxyLn.Addr())
+	if err != nil {
+		return nil, err
+	}
+	a.servers = a.newServers(handler, proxyLn, adminLn)
+	log.Info("listening",
+		zap.String("version", readBuild().version),
+		zap.String("proxy_addr", proxyLn.Addr().String()),
+		zap.String("admin_addr", adminLn.Addr().String()),
+		zap.String("upstream", a.cfg.UpstreamURL.String()))
+	log.Sync() // the start is worth seeing at once; the rest may wait a second
+	if a.demo != nil {
+		a.demo.banner(stdout, a.cfg, proxyLn.Addr(), a.interception.caFile())
+	}
+	return a, nil
+}
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		readBuild().gauge())
+	return reg
+}
+
+// upstream returns the two ways to Dinie: net/http's transport, which
+// fetches the token once an hour, and the configured one, which sends the
+// requests.
+func (a *app) upstream() (standard *http.Transport, requests http.RoundTripper, err error) {
+	var dial dialFunc
+	if a.demo != nil {
+		dial = a.demo.dialContext
+	}
+	standard = standardTransport(a.cfg, dial)
+	if a.cfg.Transport == config.Standard {
+		return standard, standard, nil
+	}
+	requests, err = h1.NewTransport(a.cfg.UpstreamURL, h1.TransportConfig{
+		ResponseHeaderTimeout: a.cfg.UpstreamTimeout, RootCAs: a.cfg.RootCAs, DialContext: dial,
+		// The proxy's rule: a bare Idempotency-Key does not make a request
+		// resend-safe (docs/operations.md, "Retries").
+		Resendable: proxy.Resendable,
+	})
+	return standard, requests, err
+}
+
+// dialFunc connects to an address, as net.Dialer.DialContext does.
+type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// newTokenCache is the token cache of the proxy, and of --check.
+func newTokenCache(cfg *config.Settings, standard *http.Transport, log *zap.Logger, reg prometheus.Registerer) (*tokencache.Cache, error) {
+	return tokencache.New(tokencache.Config{
+		TokenURL:         cfg.TokenURL,
+		ClientID:         cfg.ClientID,
+		ClientIDFile:     cfg.ClientIDFile,
+		ClientSecret:     cfg.ClientSecret,
+		ClientSecretFile: cfg.ClientSecretFile,
+		RefreshBefore:    cfg.RefreshBefore,
+		FetchTimeout:     cfg.UpstreamTimeout,
+		MaxWait:          cfg.UpstreamTimeout,
 		HTTPClient:       &http.Client{Transport: standard},
 		Logger:           log.Named("token"),
 		Registerer:       reg,
 	})
-	if err != nil {
-		return nil, err
-	}
-	tunnels := proxy.NewTunnels(proxyLn.Addr())
-	handler, err := proxy.New(proxy.Config{
-		Upstream:          cfg.upstreamURL,
+}
+
+// handler is what apps talk to; it runs its own servers, one for the app's
+// connections and one for the requests inside the tunnels it opens.
+func (a *app) handler(requests http.RoundTripper, proxyAddr net.Addr) (*proxy.Handler, error) {
+	cfg := a.cfg
+	h, err := proxy.New(proxy.Config{
+		Upstream:          cfg.UpstreamURL,
 		Tokens:            a.cache,
-		Transport:         upstream,
-		RecycleRequests:   cfg.transport == "http1",
-		UpstreamTimeout:   cfg.upstreamTimeout,
-		MaxReplayBytes:    cfg.maxReplayBytes,
-		ReplayBudgetBytes: cfg.replayBudget,
-		MaxInFlight:       cfg.maxInFlight,
-		Retries:           cfg.retries,
-		RetryMaxWait:      cfg.retryMaxWait,
-		IdempotencyKeys:   cfg.idempotencyKeys,
-		Logger:            log.Named("proxy"),
-		Registerer:        reg,
-		ListenAddr:        proxyLn.Addr().String(),
-		Tunnels:           tunnels,
+		Transport:         requests,
+		RecycleRequests:   cfg.Transport == config.HTTP1,
+		UpstreamTimeout:   cfg.UpstreamTimeout,
+		MaxReplayBytes:    cfg.MaxReplayBytes,
+		ReplayBudgetBytes: cfg.ReplayBudgetBytes,
+		MaxInFlight:       cfg.MaxInFlight,
+		Retries:           cfg.Retries,
+		RetryMaxWait:      cfg.RetryMaxWait,
+		IdempotencyKeys:   cfg.IdempotencyKeys,
+		PassAnyBearer:     cfg.PassBearer == config.PassAny,
+		SessionTokensMax:  cfg.SessionTokensMax,
+		Logger:            a.log.Named("proxy"),
+		Registerer:        a.reg,
+		ListenAddr:        proxyAddr.String(),
+		NewServer:         func(h http.Handler) proxy.Server { return newProxyServer(cfg.ProxyServer, h, a.log) },
 		Intercept:         a.interception.tlsConfig(),
 		InterceptCAFile:   a.interception.caFile(),
-		Passthrough:       a.interception.passthrough,
+		Passthrough:       cfg.Intercept.Passthrough,
+		MaxTunnels:        cfg.MaxTunnels,
 	})
-	if err != nil {
-		return nil, err
+	if pe, ok := errors.AsType[*tunnel.PatternError](err); ok {
+		return nil, config.Invalid("intercept.passthrough", pe.Err)
 	}
+	return h, err
+}
 
-	// The proxy first, then the tunnels it opened, while the admin listener
-	// and the demo's mock keep serving.
-	a.servers = []served{
-		{newProxyServer(cfg.proxyServer, handler, log), proxyLn},
-		{newProxyServer(cfg.proxyServer, handler.TunnelHandler(), log), tunnels},
-		{newServer(adminHandler(reg, a.cache.Ready, &a.draining), log), adminLn},
+// newServers puts a server on each listener: the proxy (with the tunnels
+// it opened) first, while the admin listener and the demo's mock keep
+// serving.
+func (a *app) newServers(handler *proxy.Handler, proxyLn, adminLn net.Listener) []served {
+	servers := []served{
+		{handler, proxyLn},
+		{newServer(adminHandler(a.reg, a.cache.Ready, &a.draining), a.log), adminLn},
 	}
-	if opts.demo {
-		a.servers = append(a.servers, served{newServer(mockDinie(), log), mock})
+	if a.demo != nil {
+		servers = append(servers, a.demo.served())
 	}
-	log.Info("listening",
-		zap.String("version", version),
-		zap.String("proxy_addr", proxyLn.Addr().String()),
-		zap.String("admin_addr", adminLn.Addr().String()),
-		zap.String("upstream", cfg.upstreamURL.String()))
-	log.Sync() // the start is worth seeing at once; the rest may wait a second
-	if opts.demo {
-		fmt.Fprintf(stdout, "Demo: the proxy is in front of a mock Dinie API at %s.\nTry:\n\n  curl -s http://%s/customers?limit=10\n\nThe mock echoes what it received, the injected token shortened. Ctrl-C stops.\n",
-			mock.Addr(), proxyLn.Addr())
+	return servers
+}
+
+// bind opens the proxy's and the admin listener, first of all, so that a
+// busy port fails the start before anything else is done.
+func (a *app) bind() (proxyLn, adminLn net.Listener, err error) {
+	if proxyLn, err = a.listen("listen.proxy", a.cfg.ListenProxy); err != nil {
+		return nil, nil, err
 	}
-	return a, nil
+	if adminLn, err = a.listen("listen.admin", a.cfg.ListenAdmin); err != nil {
+		return nil, nil, err
+	}
+	a.proxyAddr = proxyLn.Addr()
+	return proxyLn, adminLn, nil
 }
 
 func (a *app) listen(key, addr string) (net.Listener, error) {
@@ -171,11 +225,14 @@ func (a *app) close() {
 	for _, ln := range a.listeners {
 		ln.Close()
 	}
+	if a.demo != nil {
+		a.demo.close()
+	}
 }
 
 // serve runs until ctx ends, then shuts down: /readyz turns 503, the
 // servers stop accepting and let their requests finish for up to
-// shutdown.timeout (README, "Health and metrics").
+// shutdown.timeout (docs/operations.md, "Health and metrics").
 func (a *app) serve(ctx context.Context) error {
 	// The cache outlives the servers: requests still draining after SIGTERM
 	// may need a token.
@@ -184,6 +241,7 @@ func (a *app) serve(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.cache.Run(cacheCtx) })
 	g.Go(func() error { return a.interception.run(cacheCtx) })
+	g.Go(func() error { a.announceReady(gctx); return nil })
 	for _, s := range a.servers {
 		g.Go(func() error {
 			if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
@@ -203,8 +261,8 @@ func (a *app) serve(ctx context.Context) error {
 
 func (a *app) shutdown() {
 	a.draining.Store(true)
-	a.log.Info("shutting down", zap.Duration("timeout", a.cfg.shutdownTimeout))
-	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.shutdownTimeout)
+	a.log.Info("shutting down", zap.Duration("timeout", a.cfg.ShutdownTimeout))
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
 	for _, s := range a.servers {
 		if err := s.srv.Shutdown(ctx); err != nil {
@@ -212,22 +270,24 @@ func (a *app) shutdown() {
 			s.srv.Close()
 		}
 	}
-	a.interception.shutdown(ctx, a.log)
 }
 
 // standardTransport is net/http's transport as a sidecar needs it: every
 // request of one app goes to one host, so the keep-alive pool is sized for
 // hundreds of concurrent requests to it, and HTTP/2 is used when the
 // upstream offers it.
-func standardTransport(cfg config) *http.Transport {
+func standardTransport(cfg *config.Settings, dial dialFunc) *http.Transport {
+	if dial == nil {
+		dial = (&net.Dialer{
+			Timeout:   10 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext
+	}
 	return &http.Transport{
 		// Never the environment's HTTP_PROXY: a pod that sets it for the app
 		// points it at us, and we would send requests to ourselves.
-		Proxy: nil,
-		DialContext: (&net.Dialer{
-			Timeout:   10 * time.Second,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
+		Proxy:             nil,
+		DialContext:       dial,
 		ForceAttemptHTTP2: true,
 		// A proxy passes the app's Accept-Encoding on as it is, and the answer
 		// back as it came: no transparent gzip.
@@ -237,15 +297,15 @@ func standardTransport(cfg config) *http.Transport {
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
-		ResponseHeaderTimeout: cfg.upstreamTimeout,
-		TLSClientConfig:       &tls.Config{RootCAs: cfg.rootCAs, MinVersion: tls.VersionTLS12},
+		ResponseHeaderTimeout: cfg.UpstreamTimeout,
+		TLSClientConfig:       &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
 	}
 }
 
 // newProxyServer is the server apps talk to, with the same bounds as
 // newServer's.
-func newProxyServer(kind string, h http.Handler, log *zap.Logger) server {
-	if kind == "standard" {
+func newProxyServer(kind config.Implementation, h http.Handler, log *zap.Logger) server {
+	if kind == config.Standard {
 		return newServer(h, log)
 	}
 	return &h1.Server{

@@ -12,20 +12,20 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-)
 
-// version is set at build time: -ldflags "-X main.version=v1.2.3".
-var version = "dev"
+	"github.com/dinie/dinie-auth-proxy/internal/config"
+)
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	err := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dinie-auth-proxy:", err)
@@ -34,27 +34,47 @@ func main() {
 }
 
 // exitCode is 2 for invalid configuration and 1 for any other failure
-// (README, "Configuration").
+// (docs/configuration.md).
 func exitCode(err error) int {
-	if _, ok := errors.AsType[*configError](err); ok {
+	if _, ok := errors.AsType[*config.Error](err); ok {
 		return 2
 	}
 	return 1
 }
 
-// run is the whole program; it returns when ctx ends and every request in
-// flight has finished or been cut off after shutdown.timeout.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cfg, opts, err := loadConfig(args, getenv, stderr)
+// run is the whole program; environ is the environment as os.Environ
+// gives it. Serving, it returns when ctx ends and every request in flight
+// has finished or been cut off after shutdown.timeout.
+func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
+	cmd, err := config.Load(args, environ, demoSettings)
 	if err != nil {
 		return err
 	}
-	if opts.help {
-		return nil
+	switch cmd.Action {
+	case config.Help:
+		return config.Usage(stdout)
+	case config.Version:
+		_, err := fmt.Fprintln(stdout, readBuild())
+		return err
+	case config.PrintConfig:
+		return cmd.PrintConfig(stdout)
 	}
-	if opts.version {
-		fmt.Fprintln(stdout, "dinie-auth-proxy", version)
-		return nil
+	cfg := cmd.Settings
+	getenv := func(name string) string {
+		for _, kv := range environ {
+			if k, v, _ := strings.Cut(kv, "="); k == name {
+				return v
+			}
+		}
+		return ""
+	}
+	log, stopLog := newLogger(cfg, stderr)
+	defer stopLog()
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
+	if cmd.Action == config.Check {
+		return check(ctx, cfg, log, stdout)
 	}
 	// The live heap is small next to what requests allocate, so the default
 	// GOGC collects too often under load; 200 is the measured best trade of
@@ -62,13 +82,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if getenv("GOGC") == "" {
 		debug.SetGCPercent(200)
 	}
-	log, stopLog, err := newLogger(cfg, stderr)
-	if err != nil {
-		return err
-	}
-	defer stopLog()
 	setMemoryLimit(getenv, memlimit.FromCgroup, log)
-	a, err := newApp(cfg, opts, log, stdout)
+	a, err := newApp(cfg, cmd.Demo, log, stdout)
 	if err != nil {
 		return err
 	}
@@ -83,15 +98,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 // newLogger writes through a buffer flushed every second: one write(2) per
 // access line was a visible share of the proxy's CPU under load. stop
 // flushes and ends the flushing goroutine.
-func newLogger(cfg config, w io.Writer) (log *zap.Logger, stop func(), err error) {
-	level, err := zapcore.ParseLevel(cfg.logLevel)
-	if err != nil {
-		return nil, nil, invalid("log.level", "%q is not a level", cfg.logLevel)
-	}
+func newLogger(cfg *config.Settings, w io.Writer) (log *zap.Logger, stop func()) {
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
 	var enc zapcore.Encoder
-	if cfg.logFormat == "console" {
+	if cfg.LogFormat == config.Console {
 		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
 		encCfg.EncodeDuration = zapcore.StringDurationEncoder
 		enc = zapcore.NewConsoleEncoder(encCfg)
@@ -99,5 +110,5 @@ func newLogger(cfg config, w io.Writer) (log *zap.Logger, stop func(), err error
 		enc = zapcore.NewJSONEncoder(encCfg)
 	}
 	ws := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(w), FlushInterval: time.Second}
-	return zap.New(zapcore.NewCore(enc, ws, level)), func() { ws.Stop() }, nil
+	return zap.New(zapcore.NewCore(enc, ws, cfg.LogLevel)), func() { ws.Stop() }
 }

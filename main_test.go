@@ -15,6 +15,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -78,6 +80,9 @@ func newFakeDinie(t *testing.T) *fakeDinie {
 
 func (d *fakeDinie) setAPI(h http.HandlerFunc) { d.api.Store(&h) }
 
+// port is the fake's TCP port.
+func (d *fakeDinie) port() string { return d.URL[strings.LastIndex(d.URL, ":")+1:] }
+
 // env returns the environment a test run gets: the fake Dinie, trusted
 // through upstream.ca_file, and free ports.
 func (d *fakeDinie) env(extra ...string) map[string]string {
@@ -110,7 +115,7 @@ func start(t *testing.T, env map[string]string, args ...string) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	r := &running{stdout: &testkit.SyncBuffer{}, stderr: &testkit.SyncBuffer{}, stop: cancel, done: make(chan error, 1)}
-	go func() { r.done <- run(ctx, args, func(k string) string { return env[k] }, r.stdout, r.stderr) }()
+	go func() { r.done <- run(ctx, args, environ(env), r.stdout, r.stderr) }()
 	t.Cleanup(func() {
 		cancel()
 		<-r.done
@@ -128,6 +133,7 @@ func start(t *testing.T, env map[string]string, args ...string) *running {
 		}
 		select {
 		case err := <-r.done:
+			r.done <- err // for the cleanup, which waits for it
 			t.Fatalf("run ended early: %v\n%s", err, r.stderr.String())
 		default:
 		}
@@ -213,7 +219,8 @@ func testEndToEnd(t *testing.T, server, transport string) {
 			"dinie_proxy_token_expiry_timestamp_seconds", "dinie_proxy_upstream_401_retries_total",
 			"dinie_proxy_upstream_ratelimit_limit", "dinie_proxy_upstream_ratelimit_remaining",
 			"dinie_proxy_upstream_ratelimit_reset_timestamp_seconds", "dinie_proxy_overloaded_total",
-			"dinie_proxy_upstream_retries_total", "go_goroutines", "process_resident_memory_bytes",
+			"dinie_proxy_upstream_retries_total", "dinie_proxy_retry_budget_exhausted_total", "dinie_proxy_session_tokens",
+			"dinie_proxy_build_info", "go_goroutines", "process_resident_memory_bytes",
 		} {
 			if !strings.Contains(metrics, "\n# TYPE "+name+" ") {
 				t.Errorf("/metrics lacks %s", name)
@@ -291,6 +298,14 @@ func TestReadinessSaysWhyAndRecovers(t *testing.T) {
 	if code != 503 || !strings.Contains(body, `"code":"token_unavailable"`) || !strings.Contains(body, "credentials rejected") {
 		t.Errorf("request without a token: %d %s", code, body)
 	}
+	// No ready line while no token is held: the rejection is logged, and
+	// nothing claims the proxy ready.
+	testkit.Eventually(t, "the rejection in the log", func() bool {
+		return len(logLines(t, r.stderr.String(), "token endpoint rejected the credentials")) > 0
+	})
+	if n := len(logLines(t, r.stderr.String(), "ready")); n != 0 {
+		t.Errorf("%d ready lines before a token was held", n)
+	}
 	// Rotate the secret the way an editor or a Secret update would.
 	if err := os.WriteFile(secretFile+".new", []byte(testSecret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -302,6 +317,7 @@ func TestReadinessSaysWhyAndRecovers(t *testing.T) {
 	if code, _ := httpGet(t, r.proxy+"/customers"); code != 200 {
 		t.Errorf("after rotation: %d", code)
 	}
+	testkit.Eventually(t, "the ready line", func() bool { return len(logLines(t, r.stderr.String(), "ready")) == 1 })
 }
 
 func TestShutdownLetsRequestsInFlightFinish(t *testing.T) {
@@ -343,48 +359,6 @@ func TestShutdownLetsRequestsInFlightFinish(t *testing.T) {
 		t.Errorf("run = %v, want nil", err)
 	}
 	r.done <- nil // for the cleanup
-}
-
-func TestConfigPrecedence(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "config.yaml")
-	os.WriteFile(file, []byte(`
-upstream:
-  timeout: 11s
-listen:
-  proxy: 127.0.0.1:1111
-  admin: 127.0.0.1:2222
-log:
-  level: warn
-  format: ""
-auth:
-  client_id: from-file
-  client_secret: fake-file-secret
-`), 0o600)
-	env := map[string]string{
-		"DINIE_PROXY_CONFIG":       file,
-		"DINIE_PROXY_LISTEN_PROXY": "127.0.0.1:3333",
-		"DINIE_PROXY_LISTEN_ADMIN": "127.0.0.1:4444",
-		"DINIE_PROXY_LOG_LEVEL":    "", // empty counts as unset
-	}
-	cfg, _, err := loadConfig([]string{"--listen.admin", "127.0.0.1:5555"}, func(k string) string { return env[k] }, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []struct{ key, got, want string }{
-		{"upstream.timeout (file over default)", cfg.upstreamTimeout.String(), "11s"},
-		{"listen.proxy (env over file)", cfg.listenProxy, "127.0.0.1:3333"},
-		{"listen.admin (flag over env)", cfg.listenAdmin, "127.0.0.1:5555"},
-		{"log.level (empty env ignored)", cfg.logLevel, "warn"},
-		{"log.format (empty file value is the default)", cfg.logFormat, "json"},
-		{"upstream.url (default)", cfg.upstreamURL.String(), "https://api.dinie.com.br/api/v3"},
-		{"auth.token_url (derived)", cfg.tokenURL, "https://api.dinie.com.br/api/v3/auth/token"},
-		{"auth.refresh_before (default)", cfg.refreshBefore.String(), "5m0s"},
-		{"shutdown.timeout (default)", cfg.shutdownTimeout.String(), "25s"},
-	} {
-		if c.got != c.want {
-			t.Errorf("%s = %q, want %q", c.key, c.got, c.want)
-		}
-	}
 }
 
 func TestInvalidConfigExits2NamingTheKey(t *testing.T) {
@@ -435,7 +409,19 @@ func TestInvalidConfigExits2NamingTheKey(t *testing.T) {
 		{"retries not a number", map[string]string{"DINIE_PROXY_UPSTREAM_RETRIES": "two"}, nil, "upstream.retries"},
 		{"zero retry wait", nil, []string{"--upstream.retry_max_wait", "0s"}, "upstream.retry_max_wait"},
 		{"bad idempotency keys", nil, []string{"--upstream.idempotency_keys", "on"}, "upstream.idempotency_keys"},
-		{"unknown flag", nil, []string{"--upstream.uri", "x"}, "upstream.uri"},
+		{"unknown flag", nil, []string{"--upstream.uri", "x"}, "--upstream.uri: no such flag; did you mean --upstream.url?"},
+		{"unknown variable", map[string]string{"DINIE_PROXY_UPSTREAM_URI": "https://sandbox.api.dinie.com.br/api/v3"}, nil,
+			"DINIE_PROXY_UPSTREAM_URI: no such setting; did you mean DINIE_PROXY_UPSTREAM_URL (upstream.url)?"},
+		{"unknown key in file, did you mean", nil, []string{"--config", unknown}, "did you mean upstream.url?"},
+		{"every interface", nil, []string{"--listen.proxy", ":8080"}, "listen.proxy: :8080 is every interface"},
+		{"not loopback", map[string]string{"DINIE_PROXY_LISTEN_PROXY": "10.1.2.3:8080"}, nil, "listen.proxy: 10.1.2.3:8080 is not a loopback address"},
+		{"bad allow_remote", map[string]string{"DINIE_PROXY_LISTEN_ALLOW_REMOTE": "yes please"}, nil, "listen.allow_remote"},
+		{"bad pass_bearer", nil, []string{"--auth.pass_bearer", "all"}, "auth.pass_bearer"},
+		{"bad session tokens max", nil, []string{"--auth.session_tokens_max", "0"}, "auth.session_tokens_max"},
+		{"bad max tunnels", map[string]string{"DINIE_PROXY_LIMITS_MAX_TUNNELS": "none"}, nil, "limits.max_tunnels"},
+		{"demo with an upstream", nil, []string{"--demo", "--upstream.url", "https://sandbox.api.dinie.com.br/api/v3"}, "upstream.url: --demo"},
+		{"demo with credentials", nil, []string{"--demo"}, "auth.client_id: --demo"},
+		{"boolean flag with a word", nil, []string{"--intercept.enabled=yes please"}, "intercept.enabled"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -444,7 +430,7 @@ func TestInvalidConfigExits2NamingTheKey(t *testing.T) {
 			// A case that wrongly starts the proxy stops here and fails.
 			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 			defer cancel()
-			err := run(ctx, tt.args, func(k string) string { return env[k] }, &stdout, &stderr)
+			err := run(ctx, tt.args, environ(env), &stdout, &stderr)
 			if exitCode(err) != 2 {
 				t.Fatalf("run = %v, want a configuration error (exit 2)", err)
 			}
@@ -455,6 +441,15 @@ func TestInvalidConfigExits2NamingTheKey(t *testing.T) {
 			assertNoSecrets(t, "the message", msg+stderr.String())
 		})
 	}
+}
+
+// environ is env as os.Environ gives it.
+func environ(env map[string]string) []string {
+	var list []string
+	for k, v := range env {
+		list = append(list, k+"="+v)
+	}
+	return list
 }
 
 func maps(a, b map[string]string) map[string]string {
@@ -470,37 +465,197 @@ func maps(a, b map[string]string) map[string]string {
 
 func TestVersion(t *testing.T) {
 	var stdout bytes.Buffer
-	if err := run(t.Context(), []string{"--version"}, func(string) string { return "" }, &stdout, io.Discard); err != nil {
+	if err := run(t.Context(), []string{"--version"}, nil, &stdout, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	if stdout.String() != "dinie-auth-proxy dev\n" {
-		t.Errorf("--version printed %q", stdout.String())
+	// A test binary carries no VCS stamp; TestBinary checks the revision.
+	want := "dinie-auth-proxy dev\nrevision unknown\n" + runtime.Version() + "\n"
+	if stdout.String() != want {
+		t.Errorf("--version printed %q, want %q", stdout.String(), want)
 	}
 }
 
-func TestHelpExits0(t *testing.T) {
-	var stderr bytes.Buffer
-	if err := run(t.Context(), []string{"--help"}, func(string) string { return "" }, io.Discard, &stderr); err != nil {
+// --help goes to stdout, lists every key with its default, and needs no
+// valid configuration.
+func TestHelp(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	err := run(t.Context(), []string{"--help"}, []string{"DINIE_PROXY_UPSTREAM_URI=x"}, &stdout, &stderr)
+	if err != nil {
 		t.Errorf("--help: %v", err)
 	}
-	if !strings.Contains(stderr.String(), "-auth.client_secret_file") {
-		t.Error("--help does not list the keys")
+	for _, want := range []string{"--auth.client_secret_file (default none; env DINIE_PROXY_AUTH_CLIENT_SECRET_FILE)",
+		"--upstream.url (default https://api.dinie.com.br/api/v3; env DINIE_PROXY_UPSTREAM_URL)", "--demo", "--check", "--print-config"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("--help lacks %q", want)
+		}
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("--help wrote to stderr: %q", stderr.String())
 	}
 }
 
-func TestDemo(t *testing.T) {
-	r := start(t, map[string]string{}, "--demo", "--listen.proxy", "127.0.0.1:0", "--listen.admin", "127.0.0.1:0")
+// TestCheck runs --check: one line on stdout with the token's expiry and
+// exit 0; exit 1 with the reason when no token comes; 2 when the
+// configuration is invalid.
+func TestCheck(t *testing.T) {
+	d := newFakeDinie(t)
+	check := func(env map[string]string) (string, string, error) {
+		var stdout, stderr bytes.Buffer
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		err := run(ctx, []string{"--check"}, environ(env), &stdout, &stderr)
+		assertNoSecrets(t, "--check's output", stdout.String()+stderr.String())
+		if err != nil {
+			assertNoSecrets(t, "--check's error", err.Error())
+		}
+		return stdout.String(), stderr.String(), err
+	}
+
+	before := time.Now()
+	out, _, err := check(d.env())
+	if err != nil {
+		t.Fatalf("--check = %v", err)
+	}
+	const prefix = "ok: a token from "
+	if strings.Count(out, "\n") != 1 || !strings.HasPrefix(out, prefix+d.URL+"/api/v3/auth/token, valid until ") {
+		t.Fatalf("--check printed %q", out)
+	}
+	stamp, _, _ := strings.Cut(strings.TrimPrefix(out, prefix+d.URL+"/api/v3/auth/token, valid until "), " ")
+	expiry, err := time.Parse(time.RFC3339, stamp)
+	if err != nil || expiry.Before(before.Add(59*time.Minute)) || expiry.After(time.Now().Add(time.Hour)) {
+		t.Errorf("expiry %q (%v), want an hour from now", stamp, err)
+	}
+	if d.fetches.Load() != 1 || d.apiCalls.Load() != 0 {
+		t.Errorf("%d fetches and %d API calls, want one fetch only", d.fetches.Load(), d.apiCalls.Load())
+	}
+
+	d.reject.Store(true)
+	out, _, err = check(d.env())
+	if exitCode(err) != 1 || out != "" || !strings.Contains(err.Error(), "fake rejection") {
+		t.Errorf("--check with rejected credentials = %v, stdout %q; want exit 1 with Dinie's reason", err, out)
+	}
+
+	_, _, err = check(d.env("DINIE_PROXY_UPSTREAM_TIMEOUT", "soon"))
+	if exitCode(err) != 2 || !strings.HasPrefix(err.Error(), "upstream.timeout: ") {
+		t.Errorf("--check with an invalid key = %v, want exit 2", err)
+	}
+	_, _, err = check(d.env("DINIE_PROXY_INTERCEPT_PASSTHROUGH", "bad host:1"))
+	if exitCode(err) != 2 || !strings.HasPrefix(err.Error(), "intercept.passthrough: ") {
+		t.Errorf("--check with a bad passthrough pattern = %v, want exit 2", err)
+	}
+}
+
+// TestPrintConfig runs --print-config: the effective values with their
+// sources, the secret redacted, nothing started.
+func TestPrintConfig(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	env := map[string]string{"DINIE_PROXY_AUTH_CLIENT_ID": "fake-id", "DINIE_PROXY_AUTH_CLIENT_SECRET": testSecret}
+	if err := run(t.Context(), []string{"--print-config", "--upstream.timeout", "3s"}, environ(env), &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	assertNoSecrets(t, "--print-config", stdout.String()+stderr.String())
+	for _, want := range []string{
+		"\nupstream:\n  url: \"https://api.dinie.com.br/api/v3\"  # default\n  timeout: \"3s\"  # flag --upstream.timeout\n",
+		"\n  client_secret: \"<redacted>\"  # environment DINIE_PROXY_AUTH_CLIENT_SECRET\n",
+		"\n  allow_remote: \"false\"  # default\n",
+	} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("--print-config lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("--print-config wrote to stderr: %q", stderr.String())
+	}
+}
+
+// logLines returns the JSON log lines whose msg is msg.
+func logLines(t *testing.T, log, msg string) []map[string]any {
+	t.Helper()
+	var found []map[string]any
+	for line := range strings.Lines(log) {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == msg {
+			found = append(found, m)
+		}
+	}
+	return found
+}
+
+// Once the first token is held, one ready line says what runs: the
+// upstream, the ways in, where the credentials come from; no secret.
+func TestReadyLine(t *testing.T) {
+	d := newFakeDinie(t)
+	dir := t.TempDir()
+	idFile := filepath.Join(dir, "client_id")
+	os.WriteFile(idFile, []byte("fake-e2e-client\n"), 0o600)
+	env := interceptEnv(d, t.TempDir(), t.TempDir(), "DINIE_PROXY_AUTH_CLIENT_ID", "", "DINIE_PROXY_AUTH_CLIENT_ID_FILE", idFile)
+	r := start(t, env, "--intercept.passthrough", "api.stripe.com")
 	waitReady(t, r)
-	if !strings.Contains(r.stdout.String(), "curl -s http://127.0.0.1:") {
-		t.Errorf("no curl line printed:\n%s", r.stdout.String())
+	var lines []map[string]any
+	testkit.Eventually(t, "the ready line", func() bool {
+		lines = logLines(t, r.stderr.String(), "ready")
+		return len(lines) > 0
+	})
+	if len(lines) != 1 {
+		t.Fatalf("%d ready lines, want 1:\n%s", len(lines), r.stderr.String())
 	}
-	code, body := httpGet(t, r.proxy+"/customers?limit=10")
-	var echo struct{ Path, Authorization string }
-	if err := json.Unmarshal([]byte(body), &echo); err != nil || code != 200 {
-		t.Fatalf("demo answered %d: %v", code, err)
+	l := lines[0]
+	if l["upstream"] != "localhost:"+d.port() {
+		t.Errorf("upstream %v, want localhost:%s", l["upstream"], d.port())
 	}
-	if echo.Path != "/api/v3/customers" || !strings.HasPrefix(echo.Authorization, "Bearer demo_at_") || !strings.HasSuffix(echo.Authorization, "…") {
-		t.Errorf("echo = %v, want the prefixed path and a shortened token", echo)
+	if fmt.Sprint(l["ways_in"]) != "[base_url http_proxy https_proxy passthrough]" {
+		t.Errorf("ways_in %v", l["ways_in"])
+	}
+	want := "[auth.client_id_file " + idFile + " (environment DINIE_PROXY_AUTH_CLIENT_ID_FILE) auth.client_secret (environment DINIE_PROXY_AUTH_CLIENT_SECRET)]"
+	if fmt.Sprint(l["credentials"]) != want {
+		t.Errorf("credentials %v, want %s", l["credentials"], want)
+	}
+}
+
+// An upstream.url without a path is valid (a proxy in front of Dinie may
+// need it) but most likely forgot /api/v3: a warning says so at start.
+func TestUpstreamWithoutPathWarns(t *testing.T) {
+	d := newFakeDinie(t)
+	r := start(t, d.env("DINIE_PROXY_UPSTREAM_URL", d.URL, "DINIE_PROXY_AUTH_TOKEN_URL", d.URL+"/api/v3/auth/token"))
+	waitReady(t, r)
+	testkit.Eventually(t, "the warning", func() bool {
+		for _, l := range logLines(t, r.stderr.String(), "upstream.url "+d.URL+" has no path: Dinie's API is under /api/v3 (e.g. https://api.dinie.com.br/api/v3)") {
+			return l["level"] == "warn"
+		}
+		return false
+	})
+}
+
+// TestBuildFrom reads what Go records: a go install's module version,
+// the git revision of a build in a checkout (not a worktree: Go looks for
+// a .git directory), and what the linker was told first.
+func TestBuildFrom(t *testing.T) {
+	info := &debug.BuildInfo{Main: debug.Module{Version: "v1.2.3"}, Settings: []debug.BuildSetting{
+		{Key: "vcs.revision", Value: "0123456789abcdef0123456789abcdef01234567"}, {Key: "vcs.modified", Value: "true"}}}
+	for _, tt := range []struct {
+		version, revision string
+		info              *debug.BuildInfo
+		want              string
+	}{
+		{"dev", "", info, "dinie-auth-proxy v1.2.3\nrevision 0123456789abcdef0123456789abcdef01234567 (modified)\n"},
+		{"v9", "cafe", info, "dinie-auth-proxy v9\nrevision cafe (modified)\n"},
+		{"dev", "", &debug.BuildInfo{Main: debug.Module{Version: "(devel)"}}, "dinie-auth-proxy dev\nrevision unknown\n"},
+		{"dev", "", nil, "dinie-auth-proxy dev\nrevision unknown\n"},
+	} {
+		if got := buildFrom(tt.version, tt.revision, tt.info).String(); got != tt.want+runtime.Version() {
+			t.Errorf("%s %s: %q, want %q", tt.version, tt.revision, got, tt.want+runtime.Version())
+		}
+	}
+}
+
+// TestBuildInfo reads dinie_proxy_build_info from /metrics.
+func TestBuildInfo(t *testing.T) {
+	d := newFakeDinie(t)
+	r := start(t, d.env())
+	_, metrics := httpGet(t, r.admin+"/metrics")
+	want := `dinie_proxy_build_info{go_version="` + runtime.Version() + `",revision="unknown",version="dev"} 1` + "\n"
+	if !strings.Contains(metrics, want) {
+		t.Errorf("/metrics lacks %q", want)
 	}
 }
 
@@ -511,7 +666,7 @@ func TestBinary(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	bin := filepath.Join(t.TempDir(), "dinie-auth-proxy")
-	build := exec.Command("go", "build", "-o", bin, ".")
+	build := exec.Command("go", "build", "-ldflags", "-X main.revision=fake-revision-1", "-o", bin, ".")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
@@ -525,6 +680,21 @@ func TestBinary(t *testing.T) {
 		}
 		if lines := strings.Count(string(out), "\n"); lines != 1 || !strings.Contains(string(out), "log.level") {
 			t.Errorf("output %q is not one line naming log.level", out)
+		}
+	})
+	t.Run("version", func(t *testing.T) {
+		out, err := exec.Command(bin, "--version").Output()
+		if err != nil || !strings.Contains(string(out), "\nrevision fake-revision-1\n") {
+			t.Errorf("--version = %q, %v; want the revision the linker was given", out, err)
+		}
+	})
+	t.Run("unknown variable exits 2", func(t *testing.T) {
+		cmd := exec.Command(bin)
+		cmd.Env = []string{"DINIE_PROXY_AUTH_CLIENT_ID=fake-id", "DINIE_PROXY_AUTH_CLIENT_SECRET=" + testSecret, "DINIE_PROXY_UPSTREAM_URI=https://sandbox.api.dinie.com.br/api/v3"}
+		out, err := cmd.CombinedOutput()
+		if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 2 ||
+			string(out) != "dinie-auth-proxy: DINIE_PROXY_UPSTREAM_URI: no such setting; did you mean DINIE_PROXY_UPSTREAM_URL (upstream.url)?\n" {
+			t.Errorf("exit %v, output %q", err, out)
 		}
 	})
 	t.Run("busy port exits 1", func(t *testing.T) {
@@ -550,61 +720,4 @@ func TestBinary(t *testing.T) {
 			t.Errorf("exit after SIGTERM = %v, want 0", err)
 		}
 	})
-}
-
-// TestRetryKeys reads the retry keys, whose zero and "off" (which YAML
-// may take for false) mean "never".
-func TestRetryKeys(t *testing.T) {
-	env := map[string]string{"DINIE_PROXY_AUTH_CLIENT_ID": "fake-id", "DINIE_PROXY_AUTH_CLIENT_SECRET": testSecret}
-	getenv := func(k string) string { return env[k] }
-	cfg, _, err := loadConfig(nil, getenv, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.retries != 2 || cfg.retryMaxWait != 10*time.Second || cfg.idempotencyKeys {
-		t.Errorf("defaults: retries %d, max wait %v, auto keys %v; want 2, 10s, false", cfg.retries, cfg.retryMaxWait, cfg.idempotencyKeys)
-	}
-	for _, tt := range []struct {
-		yaml    string
-		retries int
-		wait    time.Duration
-		auto    bool
-	}{
-		{"upstream:\n  retries: 0\n  retry_max_wait: 3s\n  idempotency_keys: auto\n", 0, 3 * time.Second, true},
-		{"upstream:\n  retries: 5\n  idempotency_keys: off\n", 5, 10 * time.Second, false},
-	} {
-		file := filepath.Join(t.TempDir(), "config.yaml")
-		os.WriteFile(file, []byte(tt.yaml), 0o600)
-		cfg, _, err := loadConfig([]string{"--config", file}, getenv, io.Discard)
-		if err != nil {
-			t.Fatalf("%q: %v", tt.yaml, err)
-		}
-		if cfg.retries != tt.retries || cfg.retryMaxWait != tt.wait || cfg.idempotencyKeys != tt.auto {
-			t.Errorf("%q: retries %d, max wait %v, auto keys %v; want %d, %v, %v", tt.yaml, cfg.retries, cfg.retryMaxWait, cfg.idempotencyKeys, tt.retries, tt.wait, tt.auto)
-		}
-	}
-}
-
-// TestConfigExampleIsCompleteAndValid keeps config.yaml.example in step with
-// the keys the program knows.
-func TestConfigExampleIsCompleteAndValid(t *testing.T) {
-	b, err := os.ReadFile("config.yaml.example")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range keys {
-		section, leaf, _ := strings.Cut(k.name, ".")
-		if !strings.Contains(string(b), "\n"+section+":\n") || !strings.Contains(string(b), "\n  "+leaf+":") {
-			t.Errorf("config.yaml.example does not show %s", k.name)
-		}
-	}
-	env := map[string]string{"DINIE_PROXY_AUTH_CLIENT_ID": "fake-id", "DINIE_PROXY_AUTH_CLIENT_SECRET": testSecret}
-	cfg, _, err := loadConfig([]string{"--config", "config.yaml.example"}, func(k string) string { return env[k] }, io.Discard)
-	if err != nil {
-		t.Fatalf("config.yaml.example does not load: %v", err)
-	}
-	if cfg.listenProxy != "127.0.0.1:8080" || cfg.upstreamTimeout != 30*time.Second || cfg.maxReplayBytes != 1<<20 ||
-		cfg.replayBudget != 32<<20 || cfg.maxInFlight != 1024 || cfg.retries != 2 || cfg.retryMaxWait != 10*time.Second || cfg.idempotencyKeys {
-		t.Error("config.yaml.example does not show the defaults")
-	}
 }

@@ -15,7 +15,7 @@ import (
 const memoryLimitRatio = 0.9
 
 // setMemoryLimit sets Go's memory limit to 90% of the container's, unless
-// GOMEMLIMIT is set (README, "Memory"), so that a burst makes the collector
+// GOMEMLIMIT is set (docs/operations.md, "Memory"), so that a burst makes the collector
 // work harder instead of the kernel killing the pod. containerLimit reads
 // the cgroup's limit (memlimit.FromCgroup): it is read once, at start-up.
 func setMemoryLimit(getenv func(string) string, containerLimit func() (uint64, error), log *zap.Logger) {

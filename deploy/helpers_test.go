@@ -19,11 +19,13 @@ import (
 
 // Names fixed by the README and by the manifests; a test fails when one drifts.
 const (
-	sidecarName    = "dinie-auth-proxy"
-	sidecarImage   = "ghcr.io/dinie/dinie-auth-proxy:0.1.0"
-	configKey      = "config.yaml"
-	adminPortName  = "admin"
-	dashboardLabel = "grafana_dashboard"
+	sidecarName = "dinie-auth-proxy"
+	// The Secret users create outside of git; nothing here may render it.
+	credentialsSecret = "dinie-auth-proxy-credentials"
+	sidecarImage      = "ghcr.io/dinie/dinie-auth-proxy:0.1.0"
+	configKey         = "config.yaml"
+	adminPortName     = "admin"
+	dashboardLabel    = "grafana_dashboard"
 )
 
 // typedObject returns a new value of the Go type for a rendered object's kind.
@@ -95,7 +97,7 @@ func render(t *testing.T, dir string) *rendered {
 	return r
 }
 
-// proxyConfig mirrors the keys of the README's configuration table. Decoding is
+// proxyConfig mirrors the keys of docs/configuration.md's table. Decoding is
 // strict, as the proxy rejects unknown keys in its file.
 type proxyConfig struct {
 	Upstream struct {

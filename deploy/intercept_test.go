@@ -11,13 +11,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// TestInterceptComponent checks deploy/intercept (the base with
-// components/intercept): interception on through the sidecar's
+// TestInterceptComponent checks examples/intercept (an app with
+// components/sidecar and components/intercept): interception on through the sidecar's
 // environment, the CA's directory shared with the app read-only, the key's
 // directory in the sidecar alone and in memory, and the app's variables
 // pointing at the files the proxy writes there.
 func TestInterceptComponent(t *testing.T) {
-	p := loadSidecarPodFrom(t, "intercept")
+	p := loadSidecarPodFrom(t, "examples/intercept")
 	env := func(c corev1.Container) map[string]string {
 		m := map[string]string{}
 		for _, e := range c.Env {
@@ -68,7 +68,8 @@ func TestInterceptComponent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range p.app {
+	// components/intercept patches the pod's first container, the app's.
+	for _, c := range p.app[:1] {
 		for _, m := range c.VolumeMounts {
 			if m.Name == keyMount.Name {
 				t.Errorf("%s mounts the key's volume %s", describe(c), m.Name)

@@ -1,8 +1,13 @@
 package deploy_test
 
 import (
+	"bytes"
+	"io/fs"
 	"net"
+	"os"
 	"path"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,7 +30,7 @@ func TestEveryKustomizationRenders(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(dirs) < 2 {
-		t.Fatalf("want at least the base and monitoring kustomizations, found %v", dirs)
+		t.Fatalf("want at least the example and monitoring kustomizations, found %v", dirs)
 	}
 	for _, dir := range dirs {
 		t.Run(dir, func(t *testing.T) {
@@ -41,11 +46,43 @@ func TestEveryKustomizationRenders(t *testing.T) {
 				}
 				seen[id] = true
 			}
+			// kubectl apply -k would overwrite the real Secret of that name.
+			if _, ok := r.secrets[credentialsSecret]; ok {
+				t.Errorf("renders a Secret named %s: applying it would overwrite the real credentials", credentialsSecret)
+			}
+			// Only an example may bring a (fake) Secret; the components
+			// render through testdata/foreign, which has none of its own.
+			if !strings.HasPrefix(dir, "examples"+string(filepath.Separator)) && len(r.secrets) > 0 {
+				t.Errorf("renders the Secrets %v: outside examples/ nothing may create a Secret", sortedKeys(r.secrets))
+			}
 		})
 	}
 }
 
-// sidecarPod is the base Deployment taken apart: what the other tests check.
+// TestNoFileCitesTheSpec keeps the manifests' comments pointing at what
+// users have: the README and docs/, not the project's internal contract.
+func TestNoFileCitesTheSpec(t *testing.T) {
+	spec := "SPEC" + ".md"
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(data, []byte(spec)) {
+			t.Errorf("%s cites %s: cite the README or docs/ instead", path, spec)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sidecarPod is an example's Deployment taken apart: what the other tests
+// check.
 type sidecarPod struct {
 	deploy  *appsv1.Deployment
 	spec    corev1.PodSpec
@@ -55,14 +92,15 @@ type sidecarPod struct {
 	base    *rendered
 }
 
-func loadSidecarPod(t *testing.T) sidecarPod { return loadSidecarPodFrom(t, "base") }
+// loadSidecarPod renders the base-URL example: an app's Deployment with
+// components/sidecar.
+func loadSidecarPod(t *testing.T) sidecarPod { return loadSidecarPodFrom(t, "examples/app") }
 
-// loadSidecarPodFrom is loadSidecarPod for another kustomization of the
-// base Deployment.
+// loadSidecarPodFrom is loadSidecarPod for another example.
 func loadSidecarPodFrom(t *testing.T, dir string) sidecarPod {
 	t.Helper()
 	base := render(t, dir)
-	d := only(t, "Deployment in base", base.deployments)
+	d := only(t, "Deployment in "+dir, base.deployments)
 	p := sidecarPod{deploy: d, spec: d.Spec.Template.Spec, app: d.Spec.Template.Spec.Containers, base: base}
 	var found bool
 	for _, c := range p.spec.InitContainers {
@@ -88,7 +126,7 @@ func loadSidecarPodFrom(t *testing.T, dir string) sidecarPod {
 	}
 	cm, ok := base.configMaps[vol.ConfigMap.Name]
 	if !ok {
-		t.Fatalf("volume %q names ConfigMap %q, which base does not render", vol.Name, vol.ConfigMap.Name)
+		t.Fatalf("volume %q names ConfigMap %q, which is not rendered", vol.Name, vol.ConfigMap.Name)
 	}
 	key := strings.TrimPrefix(configPath, mount.MountPath+"/")
 	if key != configKey {
@@ -213,8 +251,11 @@ func TestProbesAndPortsMatchAdminListener(t *testing.T) {
 		probe *corev1.Probe
 		path  string
 	}{
+		// The app starts once the first token is held.
 		{"startupProbe", p.sidecar.StartupProbe, "/readyz"},
-		{"readinessProbe", p.sidecar.ReadinessProbe, "/readyz"},
+		// Never /readyz: a Dinie outage must not take the pod out of its
+		// Service; the proxy answers 503 token_unavailable itself.
+		{"readinessProbe", p.sidecar.ReadinessProbe, "/healthz"},
 		{"livenessProbe", p.sidecar.LivenessProbe, "/healthz"},
 	} {
 		t.Run(probe.name, func(t *testing.T) {
@@ -278,10 +319,19 @@ func TestCredentialFilesComeFromSecretVolume(t *testing.T) {
 			if len(v.Secret.Items) != 0 {
 				t.Errorf("volume %q remaps keys with items; keep key = file name", v.Name)
 			}
+			// Its files are world-readable (no pod-wide fsGroup), so no
+			// container but the proxy's may mount it.
+			for _, c := range append(slices.Clone(p.spec.InitContainers), p.app...) {
+				for _, cm := range c.VolumeMounts {
+					if cm.Name == v.Name && c.Name != sidecarName {
+						t.Errorf("%s mounts the credentials volume %s: only the sidecar may", describe(c), v.Name)
+					}
+				}
+			}
 			key := path.Base(f.file)
 			s, ok := p.base.secrets[v.Secret.SecretName]
 			if !ok {
-				t.Fatalf("volume %q names Secret %q, which base does not render", v.Name, v.Secret.SecretName)
+				t.Fatalf("volume %q names Secret %q, which the example does not render", v.Name, v.Secret.SecretName)
 			}
 			value, ok := s.Data[key]
 			if !ok {
@@ -309,11 +359,17 @@ func TestSecurityContext(t *testing.T) {
 	}
 	for _, c := range append([]corev1.Container{p.sidecar}, p.app...) {
 		t.Run(c.Name, func(t *testing.T) {
+			// The component adds the sidecar to pods whose settings are the
+			// app's: the sidecar must be hardened on its own.
+			podSC := pod
+			if c.Name == sidecarName {
+				podSC = &corev1.PodSecurityContext{}
+			}
 			sc := c.SecurityContext
 			if sc == nil {
 				t.Fatal("no securityContext")
 			}
-			if !isTrue(sc.RunAsNonRoot) && !isTrue(pod.RunAsNonRoot) {
+			if !isTrue(sc.RunAsNonRoot) && !isTrue(podSC.RunAsNonRoot) {
 				t.Error("runAsNonRoot is not set")
 			}
 			if !isTrue(sc.ReadOnlyRootFilesystem) {
@@ -331,7 +387,7 @@ func TestSecurityContext(t *testing.T) {
 			}
 			seccomp := sc.SeccompProfile
 			if seccomp == nil {
-				seccomp = pod.SeccompProfile
+				seccomp = podSC.SeccompProfile
 			}
 			if seccomp == nil || seccomp.Type != corev1.SeccompProfileTypeRuntimeDefault {
 				t.Errorf("seccompProfile %+v: want RuntimeDefault", seccomp)
@@ -346,9 +402,8 @@ func TestSecurityContext(t *testing.T) {
 			}
 		})
 	}
-	if p.sidecar.SecurityContext != nil && p.sidecar.SecurityContext.RunAsUser != nil &&
-		*p.sidecar.SecurityContext.RunAsUser != 65532 {
-		t.Errorf("sidecar runAsUser %d: the image's user is 65532 (distroless nonroot)", *p.sidecar.SecurityContext.RunAsUser)
+	if sc := p.sidecar.SecurityContext; sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != 65532 {
+		t.Error("sidecar runAsUser: want 65532, the image's user (distroless nonroot), set on the container")
 	}
 }
 

@@ -33,6 +33,7 @@ var wantAlerts = []string{
 	"DinieProxyNotReady",
 	"DinieProxyOverloaded",
 	"DinieProxyRateLimitLow",
+	"DinieProxyRetryBudgetExhausted",
 	"DinieProxyTokenExpiringSoon",
 	"DinieProxyTokenFetchFailing",
 	"DinieProxyTunnelHandshakesFailing",
@@ -51,6 +52,10 @@ var wantDashboardMetrics = []string{
 	"dinie_proxy_tunnels_total",
 	"dinie_proxy_intercept_leaf_expiry_timestamp_seconds",
 	"dinie_proxy_upstream_retries_total",
+	"dinie_proxy_retry_budget_exhausted_total",
+	"dinie_proxy_session_tokens",
+	"dinie_proxy_tunnels_open",
+	"dinie_proxy_build_info",
 }
 
 var promqlParser = parser.NewParser(parser.Options{})

@@ -1,6 +1,6 @@
 // Package intercept is the name-constrained CA that signs the interception
-// leaf for the Dinie host, and nothing else (README, "Apps that keep https://
-// URLs").
+// leaf for the Dinie host, and nothing else (docs/security.md, "The
+// interception CA, and why it is safe to trust").
 //
 // New either creates a CA or loads a supplied one. A created CA is a root and
 // an intermediate, both carrying critical X.509 name constraints (RFC 5280

@@ -88,14 +88,46 @@ func TestRootKeyNowhere(t *testing.T) {
 	}
 }
 
+// The app reads ca_dir: key_dir may be neither it, nor inside it, nor
+// around it, however the paths are written.
 func TestKeyDirMustNotBeCADir(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		key  func(ca string) string
+		ca   func(ca string) string
+	}{
+		{"same", func(ca string) string { return ca + "/." }, nil},
+		{"key inside ca", func(ca string) string { return filepath.Join(ca, "keys") }, nil},
+		{"key deep inside ca, not yet there", func(ca string) string { return filepath.Join(ca, "a", "..", "b", "keys") }, nil},
+		{"ca inside key", func(ca string) string { return ca }, func(ca string) string { return filepath.Join(ca, "public") }},
+		{"key inside ca through a link", func(ca string) string {
+			link := filepath.Join(filepath.Dir(ca), "link")
+			os.MkdirAll(ca, 0o755)
+			os.Symlink(ca, link)
+			return filepath.Join(link, "keys")
+		}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newTestDirs(t)
+			cfg := d.config(nil)
+			base := cfg.CADir
+			cfg.KeyDir = tc.key(base)
+			if tc.ca != nil {
+				cfg.CADir = tc.ca(base)
+			}
+			_, err := New(cfg)
+			var ce *ConfigError
+			if !errors.As(err, &ce) || ce.Key != "intercept.key_dir" {
+				t.Fatalf("New with key_dir %s, ca_dir %s: %v, want a ConfigError for intercept.key_dir", cfg.KeyDir, cfg.CADir, err)
+			}
+		})
+	}
+	// Siblings are fine, even with a common prefix in their names.
 	d := newTestDirs(t)
 	cfg := d.config(nil)
-	cfg.KeyDir = cfg.CADir + "/."
-	_, err := New(cfg)
-	var ce *ConfigError
-	if !errors.As(err, &ce) || ce.Key != "intercept.key_dir" {
-		t.Fatalf("New with key_dir = ca_dir: %v, want a ConfigError for intercept.key_dir", err)
+	cfg.KeyDir = cfg.CADir + "-keys"
+	if _, err := New(cfg); err != nil {
+		t.Errorf("key_dir beside ca_dir: %v", err)
 	}
 }
 

@@ -183,10 +183,12 @@ func (a *Authority) loadOrCreate(caDir, keyDir string) (*x509.Certificate, error
 	return root, nil
 }
 
-// checkKeyDir keeps the key out of the directory the app reads.
+// checkKeyDir keeps the key out of the directory the app reads: key_dir
+// must be neither ca_dir, nor inside it (the app would read the key), nor
+// around it (the app would need to read key_dir to reach ca_dir).
 func checkKeyDir(caDir, keyDir string) error {
-	ca, err1 := filepath.Abs(caDir)
-	key, err2 := filepath.Abs(keyDir)
+	ca, err1 := resolveDir(caDir)
+	key, err2 := resolveDir(keyDir)
 	if err := errors.Join(err1, err2); err != nil {
 		return fmt.Errorf("intercept: resolve directories: %w", err)
 	}
@@ -196,10 +198,40 @@ func checkKeyDir(caDir, keyDir string) error {
 		fk, errK := os.Stat(key)
 		same = errA == nil && errK == nil && os.SameFile(fa, fk)
 	}
-	if same {
+	switch {
+	case same:
 		return configErr("intercept.key_dir", "must not be intercept.ca_dir (%s): the app reads that directory, and the key must stay with the proxy", caDir)
+	case within(key, ca):
+		return configErr("intercept.key_dir", "must not be inside intercept.ca_dir (%s): the app reads that directory, and the key must stay with the proxy", caDir)
+	case within(ca, key):
+		return configErr("intercept.key_dir", "must not hold intercept.ca_dir (%s): the app reads that directory, and would then reach the key's", caDir)
 	}
 	return nil
+}
+
+// resolveDir is dir made absolute, its symbolic links followed as far as
+// it exists: a link must not hide one directory inside the other.
+func resolveDir(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	var rest []string
+	for p := abs; ; p = filepath.Dir(p) {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			return filepath.Join(append([]string{real}, rest...)...), nil
+		}
+		if filepath.Dir(p) == p {
+			return abs, nil
+		}
+		rest = append([]string{filepath.Base(p)}, rest...)
+	}
+}
+
+// within reports whether dir is below parent.
+func within(dir, parent string) bool {
+	rel, err := filepath.Rel(parent, dir)
+	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
 }
 
 func loadSaved(caDir, keyDir, host string, now time.Time) (root, inter *x509.Certificate, key crypto.Signer, err error) {

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The handler's own cost per request: ServeHTTP called directly, against an
@@ -24,12 +25,15 @@ func BenchmarkHandler(b *testing.B) {
 
 // BenchmarkReplay401 measures the slow path: the fake upstream accepts each
 // token once, so every request meets a 401, fetches a new token and is
-// replayed, body included.
+// replayed, body included. Each 401 moves the token cache's clock 10 s on:
+// a 401 may cause one fetch per 10 s.
 func BenchmarkReplay401(b *testing.B) {
-	e := newEnv(b, false)
+	clock := &tokenClock{}
+	e := newEnv(b, false, withTokenClock(clock))
 	used := map[string]bool{}
 	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
 		if used[s.Auth] {
+			clock.advance(10 * time.Second)
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}

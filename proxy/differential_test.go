@@ -28,7 +28,7 @@ import (
 // against net/http's (same raw requests), and its own transport against
 // net/http's (same lying upstream). Where a set-up is meant to differ, the
 // case says so and why; the difference must then be there, so that this
-// list, and the README's, stay exact. The one intended difference that is
+// list, and the one in docs/modes-and-clients.md, stay exact. The one intended difference that is
 // not about framing has a test of its own: TestDifferentialContentType.
 //
 // The checks net/http makes outside its parsers, and the cases for each:
@@ -188,9 +188,27 @@ var serverCorpus = []serverCase{
 	// Targets the proxy answers itself.
 	{name: "OPTIONS *", raw: "OPTIONS *" + h11 + "\r\n", want: "200 open upstream=0"},
 	{name: "OPTIONS * with a body", raw: "OPTIONS *" + h11 + "Content-Length: 5\r\n\r\nhelloGET /a" + h11 + "\r\n", want: "200,200 open upstream=1"},
-	{name: "CONNECT to another host", raw: "CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
-		want: "403 closed upstream=0", wantH1: "403 open upstream=0",
-		why: "net/http's server cannot set the refusal's reason phrase: it is written on the hijacked connection, which then closes"},
+	{name: "CONNECT to another host", raw: "CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", want: "403 closed upstream=0"},
+	{name: "OPTIONS * with Content-Length and Transfer-Encoding", raw: "OPTIONS *" + h11 + "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled" + h11 + "\r\n",
+		want: "200 closed upstream=0"},
+
+	// Tunnels: a refused CONNECT closes its connection, whatever the app
+	// sent behind it; a CONNECT with a body opens no tunnel.
+	{name: "request behind a refused CONNECT", raw: "CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\nPOST /payments HTTP/1.1\r\nHost: evil.example\r\nContent-Length: 0\r\n\r\n",
+		want: "403 closed upstream=0"},
+	{name: "request behind a CONNECT to the TLS port", raw: "CONNECT upstreamhost.invalid:443 HTTP/1.1\r\nHost: x\r\n\r\nPOST /payments HTTP/1.1\r\nHost: evil.example\r\nContent-Length: 0\r\n\r\n",
+		want: "405 closed upstream=0"},
+	{name: "CONNECT with Content-Length", raw: "CONNECT upstream.invalid HTTP/1.1\r\nHost: upstream.invalid\r\nContent-Length: 37\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+		want: "400 closed upstream=0"},
+	{name: "CONNECT with Transfer-Encoding", raw: "CONNECT upstream.invalid HTTP/1.1\r\nHost: upstream.invalid\r\nTransfer-Encoding: chunked\r\n\r\n25\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n\r\n0\r\n\r\n",
+		want: "400 closed upstream=0"},
+
+	// Requests the proxy answers itself close the connection as forwarded
+	// ones do.
+	{name: "token request with Content-Length and Transfer-Encoding", raw: "POST /auth/token" + h11 + "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled" + h11 + "\r\n",
+		want: "200 closed upstream=0"},
+	{name: "HTTP/1.0 token request with Transfer-Encoding", raw: "POST /auth/token HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.0\r\n\r\n",
+		want: "200 closed upstream=0", wantH1: "400 closed upstream=0", why: "as HTTP/1.0 with Transfer-Encoding"},
 }
 
 // TestDifferentialServers runs the corpus against h1.Server and net/http's
@@ -256,6 +274,7 @@ func prepareServerCase(t *testing.T, c serverCase, setup envOption) *serverRun {
 	})
 	// The absolute-form cases name this host.
 	raw := strings.ReplaceAll(c.raw, "upstream.invalid", strings.TrimPrefix(e.upstream.URL, "http://"))
+	raw = strings.ReplaceAll(raw, "upstreamhost.invalid", "127.0.0.1")
 	run.exchange = func() {
 		answers, open := rawAnswers(strings.TrimPrefix(e.proxy.URL, "http://"), raw)
 		mu.Lock()

@@ -18,21 +18,14 @@ import (
 // relayed: the Dinie API has neither.
 func (h *Handler) forward(x *exchange, in *http.Request, id string, rt routing) {
 	w := &x.rec
-	// net/http's server drops, before the handler sees the request, the
-	// headers that make its framing suspect (a Content-Length beside
-	// Transfer-Encoding; Transfer-Encoding in HTTP/1.0, which it ignores):
-	// behind it, every request that could have had them closes its
-	// connection after the answer, error or not, so that no leftover byte
-	// is read as a request (RFC 9112, section 6.1). A server that sees them
-	// does this itself, for those requests only (framingGuard).
-	fg, ok := w.ResponseWriter.(framingGuard)
-	guarded := ok && fg.GuardsFraming()
-	closeAfter := !guarded && (len(in.TransferEncoding) > 0 || !in.ProtoAtLeast(1, 1))
-	if closeAfter {
-		w.Header()["Connection"] = closeConnection
-	}
 	out := h.outbound(x, in, id, rt)
-	resp, err := h.sender.send(out, w)
+	exchange := h.isSessionExchange(out)
+	if exchange {
+		// Its answer is read for the token: in plain JSON, not compressed.
+		delete(out.Header, "Accept-Encoding")
+	}
+	resp, st, err := h.sender.send(out, h.passedBearer(in.Header["Authorization"]))
+	w.attempts, w.retried = st.attempts, st.replayed
 	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
 		// Only net/http's transport returns one; nothing asked for it, and
 		// what follows on that connection is no longer HTTP.
@@ -43,8 +36,11 @@ func (h *Handler) forward(x *exchange, in *http.Request, id string, rt routing) 
 		h.proxyError(w, in, id, err)
 		return
 	}
+	if exchange && resp.StatusCode == http.StatusOK {
+		h.rememberSession(resp)
+	}
 	copyResponseHeader(w.Header(), resp.Header)
-	if closeAfter {
+	if x.closeAfter {
 		w.Header()["Connection"] = closeConnection // whatever the upstream's Connection named
 	}
 	if len(resp.Trailer) > 0 {
@@ -73,6 +69,22 @@ func (h *Handler) forward(x *exchange, in *http.Request, id string, rt routing) 
 	for k, vv := range resp.Trailer {
 		w.Header()[http.TrailerPrefix+k] = vv
 	}
+}
+
+// mustClose reports whether the app's connection must close after the
+// answer to r, whoever answers it (upstream or proxy). net/http's server
+// drops, before the handler sees the request, the headers that make its
+// framing suspect (a Content-Length beside Transfer-Encoding;
+// Transfer-Encoding in HTTP/1.0, which it ignores): behind it, every
+// request that could have had them closes its connection after the
+// answer, error or not, so that no leftover byte is read as a request
+// (RFC 9112, section 6.1). A server that sees them does this itself, for
+// those requests only (framingGuard).
+func mustClose(w http.ResponseWriter, r *http.Request) bool {
+	if fg, ok := w.(framingGuard); ok && fg.GuardsFraming() {
+		return false
+	}
+	return len(r.TransferEncoding) > 0 || !r.ProtoAtLeast(1, 1)
 }
 
 // framingGuard is a ResponseWriter whose server closes the connection
@@ -119,6 +131,7 @@ func (h *Handler) outbound(x *exchange, in *http.Request, id string, rt routing)
 		hdr[k] = vv // shared, never changed: set headers get slices of their own
 	}
 	removeConnectionListed(hdr, in.Header["Connection"])
+	copyIdempotencyKey(hdr)
 	if containsToken(in.Header["Te"], "trailers") {
 		hdr["Te"] = h.teTrailers
 	}

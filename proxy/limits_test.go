@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/dinie/dinie-auth-proxy/internal/testkit"
 	"github.com/dinie/dinie-auth-proxy/proxy"
@@ -119,7 +120,8 @@ func replayOnceAPI(e *env) (arrived chan struct{}, release func()) {
 func TestReplayCopiesShareOneBudget(t *testing.T) { forEachSetup(t, testReplayCopiesShareOneBudget) }
 
 func testReplayCopiesShareOneBudget(t *testing.T, setup envOption) {
-	e := newEnv(t, false, setup, func(_ *env, p *proxy.Config, _ *tokencache.Config) { p.ReplayBudgetBytes = 100 })
+	clock := &tokenClock{}
+	e := newEnv(t, false, setup, withTokenClock(clock), func(_ *env, p *proxy.Config, _ *tokencache.Config) { p.ReplayBudgetBytes = 100 })
 	arrived, release := replayOnceAPI(e)
 	defer release()
 	body := strings.Repeat("b", 80)
@@ -139,9 +141,11 @@ func testReplayCopiesShareOneBudget(t *testing.T, setup envOption) {
 		t.Errorf("beyond the budget: upstream got %d bytes, want %d", len(s.Body), len(body))
 	}
 
-	// Once the held request ends, its bytes are back in the budget.
+	// Once the held request ends, its bytes are back in the budget. (Ten
+	// seconds on, a 401 may cause a token fetch again.)
 	release()
 	wait()
+	clock.advance(10 * time.Second)
 	resp, got = do(t, http.DefaultClient, "POST", e.proxy.URL+"/charges", strings.NewReader(body), "X-Request-Id", "r2")
 	if resp.StatusCode != 200 || got != "ok:"+body {
 		t.Errorf("within the budget again: %d, want 200 with the body replayed", resp.StatusCode)

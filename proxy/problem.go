@@ -5,22 +5,32 @@ import (
 	"net/http"
 )
 
-// The codes of the errors the proxy itself answers with (README, "Errors
+// The codes of the errors the proxy itself answers with (docs/operations.md, "Errors
 // the proxy answers itself"). Dinie's own errors pass through untouched.
 const (
 	CodeHostNotAllowed      = "host_not_allowed"
 	CodeConnectNotSupported = "connect_not_supported"
-	CodeUpstreamUnreachable = "upstream_unreachable"
-	CodeTokenUnavailable    = "token_unavailable"
-	CodeUpstreamTimeout     = "upstream_timeout"
-	CodeOverloaded          = "overloaded"
+	// CodeMethodNotAllowed is TRACE or TRACK, never forwarded
+	// (docs/operations.md, "Errors the proxy answers itself").
+	CodeMethodNotAllowed = "method_not_allowed"
+	// CodeUnsupportedGrantType is an app's token request for a grant other
+	// than client credentials: the stand-in would silently give it the
+	// partner's scope.
+	CodeUnsupportedGrantType = "unsupported_grant_type"
+	CodeUpstreamUnreachable  = "upstream_unreachable"
+	CodeTokenUnavailable     = "token_unavailable"
+	CodeUpstreamTimeout      = "upstream_timeout"
+	CodeOverloaded           = "overloaded"
 	// CodeBadRequestBody: the app's own request body failed to arrive (e.g.
 	// a broken chunked coding), which must not be blamed on the upstream.
 	CodeBadRequestBody = "bad_request_body"
 	// CodeBadRequestTarget is a request for "*" other than OPTIONS (an
 	// HTTP/2 preface sent to HTTP/1.1): it names no resource upstream
-	// (README, "Errors the proxy answers itself").
+	// (docs/operations.md, "Errors the proxy answers itself").
 	CodeBadRequestTarget = "bad_request_target"
+	// CodeBadRequest is a CONNECT with a body, which would otherwise
+	// become the tunnel's first bytes.
+	CodeBadRequest = "bad_request"
 )
 
 // statusClientClosedRequest is nginx's 499: the app went away before the

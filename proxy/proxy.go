@@ -7,13 +7,17 @@
 // problem. The app's own token requests, CONNECT tunnels and requests the
 // proxy must refuse are answered here too.
 //
-// The handler knows nothing of the server in front of it or the transport
-// behind it beyond the small interfaces and Config fields declared here, so
-// that net/http's server and transport work as well as the faster ones in
-// internal/h1.
+// The handler knows nothing of the servers it runs (Config.NewServer: one
+// for the app's connections, one for the requests inside the tunnels it
+// opens) or the transport behind it beyond the small interfaces and Config
+// fields declared here, so that net/http's server and transport work as
+// well as the faster ones in internal/h1. What a tunnel is once open (its
+// bound, its relay, the listener that feeds it to the tunnels' server) is
+// internal/tunnel's; connect.go is the HTTP side of CONNECT.
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -31,6 +35,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/dinie/dinie-auth-proxy/internal/tunnel"
 )
 
 // Config configures a Handler. Upstream and Tokens are required; every
@@ -74,8 +80,8 @@ type Config struct {
 	ReplayBudgetBytes int64
 
 	// Retries is how many times a resend-safe request is sent again after a
-	// transient failure of the upstream (upstream.retries; README,
-	// "Retries"). Zero means never.
+	// transient failure of the upstream (upstream.retries;
+	// docs/operations.md, "Retries"). Zero means never.
 	Retries int
 
 	// RetryMaxWait is the longest single wait before a retry; a Retry-After
@@ -89,7 +95,19 @@ type Config struct {
 	// added.
 	IdempotencyKeys bool
 
-	// Clock times the waits before retries. Nil means the system clock.
+	// PassAnyBearer passes on every Bearer token an app sends but the
+	// stand-in, not only the session tokens Dinie issued through this
+	// proxy (auth.pass_bearer: any; docs/modes-and-clients.md, "Session tokens"). False
+	// passes on the session tokens only.
+	PassAnyBearer bool
+
+	// SessionTokensMax is how many session tokens are remembered at once;
+	// the soonest to expire is dropped first (auth.session_tokens_max).
+	// Zero means 10000.
+	SessionTokensMax int
+
+	// Clock times the waits before retries, the retry budget and the
+	// session tokens' expiry. Nil means the system clock.
 	Clock Clock
 
 	// Logger receives one access line per request. Nil means no logs.
@@ -104,42 +122,68 @@ type Config struct {
 	// with its port, is a base-URL request. Empty means none is.
 	ListenAddr string
 
-	// Tunnels receives the CONNECT tunnels to the upstream's plain-HTTP
-	// port, for a server to serve with TunnelHandler. Nil means such a
-	// CONNECT is refused like one to the TLS port.
-	Tunnels *Tunnels
+	// NewServer makes the servers the Handler runs in Serve: one for the
+	// app's connections, one for the requests inside its tunnels, each
+	// serving the handler it is given (h1.Server or http.Server, as
+	// listen.proxy_server says). Nil means net/http's server, with a 10 s
+	// ReadHeaderTimeout.
+	NewServer func(http.Handler) Server
 
 	// Intercept, when set, is the server side of intercepted tunnels: a
 	// CONNECT to the upstream's TLS port is answered 200, its TLS
-	// terminated with this config and the requests inside served through
-	// Tunnels. One config for every tunnel (its session ticket keys let
-	// clients resume). Nil refuses such a CONNECT with 405.
+	// terminated with this config and the requests inside served like
+	// those of plain tunnels. One config for every tunnel (its session
+	// ticket keys let clients resume). Nil refuses such a CONNECT with 405.
 	Intercept *tls.Config
 	// InterceptCAFile is the ca.crt apps must trust, named in the hint a
 	// failed handshake logs.
 	InterceptCAFile string
+	// HandshakeTimeout bounds an intercepted tunnel's TLS handshake,
+	// counted from the 200. Zero means 10 s.
+	HandshakeTimeout time.Duration
 
-	// Passthrough relays the CONNECT tunnels to the hosts it lists,
-	// untouched. Nil refuses them with 403.
-	Passthrough *Passthrough
+	// Passthrough are the patterns of the hosts whose CONNECT tunnels are
+	// relayed untouched (intercept.passthrough). None refuses them with 403.
+	Passthrough []string
+	// MaxTunnels bounds the tunnels open at once, of every kind; one more
+	// CONNECT is answered 503 overloaded (limits.max_tunnels). Zero means
+	// no bound.
+	MaxTunnels int
+	// TunnelIdleTimeout ends a passthrough tunnel that carried nothing
+	// either way for this long. Zero means 5 minutes.
+	TunnelIdleTimeout time.Duration
+	// HalfCloseTimeout ends a passthrough tunnel one side of which has
+	// closed once the other has sent nothing for this long. Zero means 10 s.
+	HalfCloseTimeout time.Duration
+
+	// WriteStallTimeout ends an answer that net/http's server could not
+	// write any of for this long (an app that stopped reading); h1.Server
+	// bounds its writes itself. Zero means 60 s.
+	WriteStallTimeout time.Duration
 }
 
 // Handler forwards requests to the upstream with the token injected. Create
 // it with New.
 type Handler struct {
-	upstream        *url.URL
-	router          *router
-	tunnels         *Tunnels
-	intercept       *tls.Config
-	handshakeHint   string
-	passthrough     *Passthrough
-	prefix          string // upstream path prefix, without a trailing slash
-	escapedPrefix   string
-	upstreamTimeout time.Duration
-	log             *zap.Logger
-	sender          *sender
-	buffers         *bufferPool
-	metrics         *metrics
+	upstream         *url.URL
+	router           *router
+	tunnels          tunnelOwner
+	maxTunnels       int
+	server, inner    Server // the app's connections', and the tunnels'
+	intercept        *tls.Config
+	handshakeHint    string
+	handshakeTimeout time.Duration
+	writeStall       time.Duration
+	prefix           string // upstream path prefix, without a trailing slash
+	escapedPrefix    string
+	upstreamTimeout  time.Duration
+	log              *zap.Logger
+	sender           *sender
+	sessions         *sessionTokens
+	passAnyBearer    bool
+	clock            Clock
+	buffers          *bufferPool
+	metrics          *metrics
 	// serving counts the requests in ServeHTTP, against maxInFlight: an
 	// atomic add and compare, so that the bound costs no lock.
 	serving     atomic.Int64
@@ -174,23 +218,33 @@ func New(cfg Config) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	var passthrough hostPatterns
-	if cfg.Passthrough != nil {
-		passthrough = cfg.Passthrough.hosts
+	tunnels, err := tunnel.New(tunnel.Config{
+		Passthrough:      cfg.Passthrough,
+		Max:              cfg.MaxTunnels,
+		IdleTimeout:      cfg.TunnelIdleTimeout,
+		HalfCloseTimeout: cfg.HalfCloseTimeout,
+		Addr:             listenAddr(cfg.ListenAddr),
+		Logger:           cfg.Logger,
+		Registerer:       cfg.Registerer,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	h := &Handler{
-		upstream:        cfg.Upstream,
-		router:          newRouter(cfg.Upstream, cfg.ListenAddr, cfg.Intercept != nil, passthrough),
-		tunnels:         cfg.Tunnels,
-		intercept:       cfg.Intercept,
-		handshakeHint:   handshakeHint(cfg.InterceptCAFile),
-		passthrough:     cfg.Passthrough,
-		prefix:          strings.TrimSuffix(cfg.Upstream.Path, "/"),
-		escapedPrefix:   strings.TrimSuffix(cfg.Upstream.EscapedPath(), "/"),
-		upstreamTimeout: cfg.UpstreamTimeout,
-		log:             cfg.Logger,
-		teTrailers:      []string{"trailers"},
-		noUserAgent:     []string{""},
+		upstream:         cfg.Upstream,
+		router:           newRouter(cfg.Upstream, cfg.ListenAddr, cfg.Intercept != nil, tunnels.Passes),
+		tunnels:          tunnels,
+		maxTunnels:       cfg.MaxTunnels,
+		intercept:        cfg.Intercept,
+		handshakeHint:    handshakeHint(cfg.InterceptCAFile),
+		handshakeTimeout: cmp.Or(cfg.HandshakeTimeout, defaultHandshakeTimeout),
+		writeStall:       cmp.Or(cfg.WriteStallTimeout, defaultWriteStall),
+		prefix:           strings.TrimSuffix(cfg.Upstream.Path, "/"),
+		escapedPrefix:    strings.TrimSuffix(cfg.Upstream.EscapedPath(), "/"),
+		upstreamTimeout:  cfg.UpstreamTimeout,
+		log:              cfg.Logger,
+		teTrailers:       []string{"trailers"},
+		noUserAgent:      []string{""},
 	}
 	if h.log == nil {
 		h.log = zap.NewNop()
@@ -199,17 +253,28 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.MaxInFlight <= 0 {
 		h.maxInFlight = math.MaxInt64
 	}
+	h.clock = cfg.Clock
+	if h.clock == nil {
+		h.clock = systemClock{}
+	}
 	retry := &retryPolicy{
-		retries:  max(cfg.Retries, 0),
-		maxWait:  cfg.RetryMaxWait,
-		timeout:  h.upstreamTimeout,
-		autoKeys: cfg.IdempotencyKeys,
-		clock:    cfg.Clock,
-		counters: m.upstreamRetries,
+		retries:   max(cfg.Retries, 0),
+		maxWait:   cfg.RetryMaxWait,
+		timeout:   h.upstreamTimeout,
+		autoKeys:  cfg.IdempotencyKeys,
+		clock:     h.clock,
+		counters:  m.upstreamRetries,
+		exhausted: m.retryBudgetExhausted,
 	}
-	if retry.clock == nil {
-		retry.clock = systemClock{}
+	if retry.retries > 0 {
+		retry.budget = newRetryBudget(h.clock)
 	}
+	sessionsMax := cfg.SessionTokensMax
+	if sessionsMax <= 0 {
+		sessionsMax = 10000
+	}
+	h.sessions = newSessionTokens(sessionsMax, h.clock, m.sessionTokens)
+	h.passAnyBearer = cfg.PassAnyBearer
 	h.sender = &sender{base: cfg.Transport, tokens: cfg.Tokens, maxReplay: max(cfg.MaxReplayBytes, 0),
 		metrics: m, budget: newReplayBudget(max(cfg.ReplayBudgetBytes, 0)), retry: retry}
 	if cfg.RecycleRequests {
@@ -217,6 +282,19 @@ func New(cfg Config) (*Handler, error) {
 	}
 	h.buffers = &bufferPool{}
 	h.metrics = m
+	newServer := cfg.NewServer
+	if newServer == nil {
+		newServer = func(h http.Handler) Server { return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second} }
+	}
+	h.server, h.inner = newServer(h), newServer(h.tunnelHandler())
+	for _, srv := range []Server{h.server, h.inner} {
+		if s, ok := srv.(*http.Server); ok {
+			// OPTIONS * is answered by the handler (answerAsterisk), which
+			// closes the connection after a request with suspect framing;
+			// net/http's own answer would keep it open.
+			s.DisableGeneralOptionsHandler = true
+		}
+	}
 	return h, nil
 }
 
@@ -269,6 +347,8 @@ type exchange struct {
 	url       url.URL
 	requestID [1]string // the X-Request-Id value when the app sent none
 	header    http.Header
+	// closeAfter says the connection closes after the answer (mustClose).
+	closeAfter bool
 }
 
 // ServeHTTP forwards r upstream, or answers it itself: the app's token
@@ -282,6 +362,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.serve(w,
 // three wrappers: they cost six allocations and three ResponseWriter
 // wrappers per request, and the recorder below already knows the status.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, inTunnel bool) {
+	// A CONNECT is answered either with the 200 that hands the connection
+	// to a tunnel, or with a refusal after which nothing the app sent may
+	// be read as a request (docs/security.md, "What the proxy refuses").
+	closeAfter := r.Method == http.MethodConnect || mustClose(w, r)
+	if closeAfter {
+		w.Header()["Connection"] = closeConnection
+	}
 	if h.serving.Add(1) > h.maxInFlight {
 		h.serving.Add(-1)
 		h.overloaded(w, r)
@@ -292,7 +379,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, inTunnel bool) {
 	defer h.metrics.inFlight.Dec()
 	start := time.Now()
 	x := h.newExchange(w)
+	x.closeAfter = closeAfter
 	rec := &x.rec
+	if d, ok := w.(writeDeadliner); ok {
+		rec.stall, rec.stallTimeout = d, h.writeStall
+		d.SetWriteDeadline(time.Time{}) // not the one the last answer on this connection left
+	}
 	var id string
 	if v := r.Header["X-Request-Id"]; len(v) > 0 { // canonical key: no Get
 		id = v[0]
@@ -326,6 +418,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, inTunnel bool) {
 				zap.String("host", hostField(rt, r)),
 				zap.Bool("tunnel", inTunnel))
 		}
+		if !rec.established {
+			rec.extendWriteDeadline() // for what the server flushes after the handler
+		}
 		if rec.hijacked != nil {
 			// Sent only now, so that whoever reads the answer finds the
 			// request counted and logged.
@@ -338,14 +433,16 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, inTunnel bool) {
 	}()
 	switch rt = h.router.route(r, inTunnel); rt {
 	case routeTokenRequest:
-		h.answerTokenRequest(rec)
-	case routePlainTunnel:
-		h.openTunnel(rec, r)
-	case routeInterceptTunnel:
-		h.openInterceptTunnel(rec, r)
-	case routePassthrough:
-		h.openPassthrough(rec, r)
+		h.answerTokenRequest(rec, r)
+	case routePlainTunnel, routeInterceptTunnel, routePassthrough:
+		h.connect(rec, r, rt)
 	case refuseConnect, refuseHost:
+		if r.Method == http.MethodConnect {
+			h.connect(rec, r, rt)
+		} else {
+			h.refuse(rec, rt, r)
+		}
+	case refuseMethod:
 		h.refuse(rec, rt, r)
 	case asteriskForm:
 		answerAsterisk(rec, r)
@@ -404,9 +501,16 @@ type unreachableError interface {
 	Unreachable() bool
 }
 
-// errUpgrade is an upstream's 101 (only net/http's transport returns one),
-// which the proxy never relays.
+// errUpgrade is an upstream's 101 as net/http's transport returns it, a
+// response, which the proxy never relays.
 var errUpgrade = errors.New("proxy: the upstream switched protocols, which this proxy does not relay")
+
+// switchedProtocolsError is a transport's error for an unrequested 101
+// (h1.ErrSwitchingProtocols).
+type switchedProtocolsError interface {
+	error
+	SwitchedProtocols() bool
+}
 
 func (h *Handler) classify(r *http.Request, err error) (status int, code, detail string) {
 	// First: when the app has gone, whatever failed failed because of it.
@@ -419,7 +523,7 @@ func (h *Handler) classify(r *http.Request, err error) (status int, code, detail
 	if be, ok := errors.AsType[*clientBodyError](err); ok {
 		return http.StatusBadRequest, CodeBadRequestBody, "the request body could not be read: " + be.err.Error()
 	}
-	if errors.Is(err, errUpgrade) {
+	if sp, ok := errors.AsType[switchedProtocolsError](err); errors.Is(err, errUpgrade) || ok && sp.SwitchedProtocols() {
 		return http.StatusBadGateway, CodeUpstreamUnreachable, "the upstream answered 101 Switching Protocols, which this proxy does not relay"
 	}
 	if u, ok := errors.AsType[unreachableError](err); ok && u.Unreachable() {
@@ -461,15 +565,6 @@ func methodLabel(m string) string {
 	return "unknown"
 }
 
-// statusLabel is the code label of a status, from a table made once so that
-// recording a request allocates nothing.
-func (m *metrics) statusLabel(code int) string {
-	if code >= 0 && code < len(m.codes) {
-		return m.codes[code]
-	}
-	return strconv.Itoa(code)
-}
-
 func newRequestID() string {
 	// Unique enough to find a request in the logs; not a secret.
 	return strconv.FormatUint(rand.Uint64(), 16)
@@ -487,6 +582,30 @@ type recorder struct {
 	// hijacked, when set, sends an answer written on a hijacked connection
 	// and closes it.
 	hijacked func()
+	// stall, when set, bounds each write: the server (net/http's) does not
+	// bound them itself.
+	stall        writeDeadliner
+	stallTimeout time.Duration
+	// established says a tunnel took the connection over: its deadlines
+	// are no longer the answer's.
+	established bool
+}
+
+// writeDeadliner is net/http's ResponseWriter, whose connection's write
+// deadline a handler may move.
+type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
+
+// defaultWriteStall is how long an answer may make no progress: an app
+// that stops reading must not hold its request's place for ever, and one
+// that reads, however slowly (a long download, Server-Sent Events), is
+// never cut.
+const defaultWriteStall = 60 * time.Second
+
+// extendWriteDeadline gives the next write stallTimeout to make progress.
+func (r *recorder) extendWriteDeadline() {
+	if r.stall != nil {
+		r.stall.SetWriteDeadline(time.Now().Add(r.stallTimeout))
+	}
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -500,6 +619,7 @@ func (r *recorder) Write(p []byte) (int, error) {
 	if r.code == 0 {
 		r.code = http.StatusOK
 	}
+	r.extendWriteDeadline()
 	n, err := r.ResponseWriter.Write(p)
 	r.bytes += int64(n)
 	return n, err
@@ -517,109 +637,7 @@ func (r *recorder) status() int {
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // Flush is for callers that only know the http.Flusher interface.
-func (r *recorder) Flush() { _ = http.NewResponseController(r.ResponseWriter).Flush() }
-
-type metrics struct {
-	codes         [600]string // strconv.Itoa of each status
-	seriesMu      sync.RWMutex
-	series        map[seriesKey]requestSeries
-	requests      *prometheus.CounterVec
-	duration      *prometheus.HistogramVec
-	inFlight      prometheus.Gauge
-	retries       prometheus.Counter
-	tunnels       *prometheus.CounterVec
-	overloaded    prometheus.Counter
-	rateLimit     prometheus.Gauge
-	rateRemaining prometheus.Gauge
-	rateReset     prometheus.Gauge
-
-	// retryVec is dinie_proxy_upstream_retries_total; upstreamRetries its
-	// series, one per retryReason.
-	retryVec        *prometheus.CounterVec
-	upstreamRetries [retryReasons]prometheus.Counter
-}
-
-type seriesKey struct {
-	method string // a methodLabel
-	code   int
-}
-
-// requestSeries is the counter and histogram of one method and status.
-type requestSeries struct {
-	count    prometheus.Counter
-	duration prometheus.Observer
-}
-
-// observe counts a request. Its series are looked up by method label and
-// status in a map of our own: WithLabelValues hashes both strings and
-// takes the vector's lock, twice per request (once per vector).
-func (m *metrics) observe(method string, code int, elapsed time.Duration) {
-	k := seriesKey{method, code}
-	m.seriesMu.RLock()
-	s, ok := m.series[k]
-	m.seriesMu.RUnlock()
-	if !ok {
-		label := m.statusLabel(code)
-		s = requestSeries{m.requests.WithLabelValues(method, label), m.duration.WithLabelValues(method, label)}
-		m.seriesMu.Lock()
-		m.series[k] = s // few: methods are ten labels, statuses three digits
-		m.seriesMu.Unlock()
-	}
-	s.count.Inc()
-	s.duration.Observe(elapsed.Seconds())
-}
-
-// upstreamGauge is one of the gauges of Dinie's rate-limit headers.
-func upstreamGauge(suffix, header string) prometheus.Gauge {
-	return prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "dinie_proxy_upstream_ratelimit_" + suffix,
-		Help: "The upstream's latest " + header + ".",
-	})
-}
-
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	m := &metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dinie_proxy_requests_total",
-			Help: "Proxied requests by method and status, the proxy's own error answers included.",
-		}, []string{"method", "code"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "dinie_proxy_request_duration_seconds",
-			Help:    "Time to answer proxied requests, by method and status.",
-			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}, []string{"method", "code"}),
-		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "dinie_proxy_requests_in_flight",
-			Help: "Proxied requests being served.",
-		}),
-		retries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dinie_proxy_upstream_401_retries_total",
-			Help: "Requests sent again with a fresh token after the upstream answered 401.",
-		}),
-		tunnels: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dinie_proxy_tunnels_total",
-			Help: "CONNECT requests by result: intercepted, plain (a tunnel to the upstream's HTTP port), passthrough, refused, handshake_failed.",
-		}, []string{"result"}),
-		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dinie_proxy_overloaded_total",
-			Help: "Requests answered 503 overloaded: limits.max_in_flight requests were already being served.",
-		}),
-		rateLimit:     upstreamGauge("limit", "X-RateLimit-Limit"),
-		rateRemaining: upstreamGauge("remaining", "X-RateLimit-Remaining"),
-		rateReset:     upstreamGauge("reset_timestamp_seconds", "X-RateLimit-Reset, a Unix time"),
-	}
-	m.retryVec, m.upstreamRetries = newRetryCounters()
-	for i := range m.codes {
-		m.codes[i] = strconv.Itoa(i)
-	}
-	m.series = make(map[seriesKey]requestSeries)
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.retries, m.retryVec, m.tunnels, m.overloaded, m.rateLimit, m.rateRemaining, m.rateReset} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("proxy: register metrics: %w", err)
-		}
-	}
-	return m, nil
+func (r *recorder) Flush() {
+	r.extendWriteDeadline()
+	_ = http.NewResponseController(r.ResponseWriter).Flush()
 }

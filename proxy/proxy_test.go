@@ -151,16 +151,53 @@ func newEnv(t testing.TB, tls bool, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tunnels := proxy.NewTunnels(ln.Addr())
-	pcfg.ListenAddr, pcfg.Tunnels = ln.Addr().String(), tunnels
+	pcfg.ListenAddr = ln.Addr().String()
+	if pcfg.NewServer == nil {
+		pcfg.NewServer = func(h http.Handler) proxy.Server { return newServer(h, e.netServer) }
+	}
 	h, err := proxy.New(pcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.handler = h
-	e.proxy = serveOn(t, ln, h, e.netServer)
-	serveOn(t, tunnels, h.TunnelHandler(), e.netServer)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		h.Close()
+		<-done
+	})
+	e.proxy = served{"http://" + ln.Addr().String()}
 	return e
+}
+
+// tokenClock is the token cache's clock for tests that need 10 s to pass
+// between two 401s, which may cause one token fetch per 10 s: the real
+// time, plus an offset that advance moves on.
+type tokenClock struct{ offset atomic.Int64 }
+
+func (c *tokenClock) Now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
+
+func (c *tokenClock) NewTimer(d time.Duration) tokencache.Timer {
+	return tokencache.RealClock{}.NewTimer(d)
+}
+
+func (c *tokenClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
+
+// withTokenClock gives the token cache c.
+func withTokenClock(c *tokenClock) envOption {
+	return func(_ *env, _ *proxy.Config, tc *tokencache.Config) { tc.Clock = c }
+}
+
+// newServer is h1.Server or net/http's, as the proxy's own tests set them
+// up.
+func newServer(h http.Handler, netServer bool) proxy.Server {
+	if netServer {
+		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	}
+	return &h1.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 }
 
 // served is the proxy as the tests reach it.
@@ -980,5 +1017,24 @@ func TestTheAppsRequestIsLeftUnchanged(t *testing.T) {
 	if !reflect.DeepEqual(req.Header, before) {
 		// Names only: the values may hold the token.
 		t.Errorf("the app's request headers changed: %v, were %v", slices.Sorted(maps.Keys(req.Header)), slices.Sorted(maps.Keys(before)))
+	}
+}
+
+func TestUnrequested101IsA502ThatSaysSo(t *testing.T) {
+	forEachSetup(t, testUnrequested101IsA502ThatSaysSo)
+}
+
+func testUnrequested101IsA502ThatSaysSo(t *testing.T, setup envOption) {
+	e := newEnv(t, false, setup)
+	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
+		conn, brw, _ := http.NewResponseController(w).Hijack()
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+		brw.Flush()
+	})
+	resp, body := do(t, http.DefaultClient, "GET", e.proxy.URL+"/customers", nil)
+	assertProblem(t, resp, body, 502, proxy.CodeUpstreamUnreachable)
+	if !strings.Contains(body, "101 Switching Protocols") || strings.Contains(body, "closed the connection") {
+		t.Errorf("problem %s does not say that the upstream switched protocols", body)
 	}
 }

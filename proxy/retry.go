@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,20 +58,28 @@ const (
 var retryReasonLabels = [retryReasons]string{"unreachable", "unavailable", "rate_limited"}
 
 // firstBackoff is the bound of the first jittered wait; each next one
-// doubles, up to maxWait (README, "Retries").
-const firstBackoff = 200 * time.Millisecond
+// doubles, up to maxWait (docs/operations.md, "Retries"). minBackoff is the least
+// wait: full jitter may draw nothing, and a retry is never at once.
+const (
+	firstBackoff = 200 * time.Millisecond
+	minBackoff   = 10 * time.Millisecond
+)
 
-// retryPolicy says which requests are sent again after a transient failure
-// of the upstream, and after how long (README, "Retries"). The decision for
-// a request that succeeds at once is a few comparisons: no lock, no
-// allocation.
+// retryPolicy says which requests are sent again after a transient failure of
+// the upstream, and after how long (docs/operations.md, "Retries"). The
+// decision for a request that succeeds at once is a few comparisons and the
+// budget's count.
 type retryPolicy struct {
 	retries  int           // more tries after the first; 0: never
 	maxWait  time.Duration // longest single wait
 	timeout  time.Duration // no retry starts later than this after arrival
 	autoKeys bool          // upstream.idempotency_keys: auto
 	clock    Clock
+	budget   *retryBudget // nil when retries is 0
 	counters [retryReasons]prometheus.Counter
+	// exhausted counts the failures that went to the app because the
+	// budget was spent.
+	exhausted prometheus.Counter
 }
 
 // retryState is one request's account of its retries.
@@ -83,31 +92,65 @@ type retryState struct {
 // begin decides, before anything is sent, whether req may be sent again;
 // with idempotency_keys auto it first gives a POST, PUT, PATCH or DELETE
 // without a key one of its own, which every try then carries (req.Header is
-// the outbound request's private map).
+// the outbound request's private map). Every request counts towards the
+// retry budget, SDK requests too: they are the apps' load.
 func (p *retryPolicy) begin(req *http.Request) retryState {
+	if p.budget != nil {
+		p.budget.request()
+	}
 	h := req.Header
 	// Dinie's SDKs retry on their own: retrying under them would multiply
 	// their tries, and they send their own keys.
-	if len(h["X-Dinie-Sdk-Language"]) > 0 || len(h["X-Dinie-Retry-Count"]) > 0 {
+	if fromSDK(h) {
 		return retryState{}
 	}
 	if p.autoKeys && needsKey(req.Method) && !hasIdempotencyKey(h) {
 		h["X-Idempotency-Key"] = []string{newIdempotencyKey()}
 	}
-	if p.retries <= 0 || !resendSafe(req) {
+	if p.retries <= 0 || !Resendable(req) {
 		return retryState{}
 	}
 	return retryState{left: p.retries, arrived: p.clock.Now()}
 }
 
-// resendSafe reports whether req's method or key lets it be sent twice; its
-// body must also have been kept whole, which the caller checks.
-func resendSafe(req *http.Request) bool {
+// sdkUserAgent starts the User-Agent of both official SDKs
+// (Dinie-SDK-JS/..., Dinie-SDK-Python/...).
+const sdkUserAgent = "Dinie-SDK-"
+
+// fromSDK reports whether a request comes from one of Dinie's SDKs: the JS
+// SDK sends X-Dinie-Sdk-Language on every try, the Python SDK only its
+// User-Agent (and X-Dinie-Retry-Count from its second try on).
+func fromSDK(h http.Header) bool {
+	if len(h["X-Dinie-Sdk-Language"]) > 0 || len(h["X-Dinie-Retry-Count"]) > 0 {
+		return true
+	}
+	ua := h["User-Agent"]
+	return len(ua) > 0 && len(ua[0]) >= len(sdkUserAgent) && strings.EqualFold(ua[0][:len(sdkUserAgent)], sdkUserAgent)
+}
+
+// Resendable reports whether req, as the proxy sends it upstream, may be sent
+// twice (docs/operations.md, "Retries"): its method is GET, HEAD or OPTIONS, or
+// it carries Dinie's X-Idempotency-Key. An app's bare Idempotency-Key does not
+// count: the proxy has copied it into X-Idempotency-Key by then, and Dinie
+// documents no other. Whether its body can go again is the caller's to check.
+// It is the rule to give h1.Transport's resend on a stale connection
+// (h1.TransportConfig.Resendable).
+func Resendable(req *http.Request) bool {
 	switch req.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions:
 		return true
 	}
 	return hasIdempotencyKey(req.Header)
+}
+
+// copyIdempotencyKey puts an app's Idempotency-Key (the IETF draft's name,
+// which Dinie's Python SDK sends) into X-Idempotency-Key, the header Dinie
+// documents, unless the app sent that one too: a retry of a request whose
+// key Dinie ignored would be a second loan or payment.
+func copyIdempotencyKey(h http.Header) {
+	if v := h["Idempotency-Key"]; len(v) > 0 && v[0] != "" && !hasIdempotencyKey(h) {
+		h["X-Idempotency-Key"] = v[:1:1]
+	}
 }
 
 func needsKey(method string) bool {
@@ -159,7 +202,10 @@ func (p *retryPolicy) next(ctx context.Context, st *retryState, resp *http.Respo
 		switch resp.StatusCode {
 		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 			reason, wait = retryUnavailable, p.backoff(st.done)
-			if d, ok := retryAfter(resp.Header, p.clock); ok {
+			// A Retry-After of 0 or in the past asks for no wait: the
+			// backoff stands, so that a failing Dinie is not hit again at
+			// once.
+			if d, ok := retryAfter(resp.Header, p.clock); ok && d > 0 {
 				wait = d
 			}
 		case http.StatusTooManyRequests:
@@ -168,6 +214,9 @@ func (p *retryPolicy) next(ctx context.Context, st *retryState, resp *http.Respo
 			d, ok := retryAfter(resp.Header, p.clock)
 			if !ok {
 				return 0, 0, false
+			}
+			if d <= 0 {
+				d = p.backoff(st.done)
 			}
 			reason, wait = retryRateLimited, d
 		default:
@@ -186,17 +235,17 @@ func (p *retryPolicy) next(ctx context.Context, st *retryState, resp *http.Respo
 }
 
 // backoff is the wait before retry n (from 0) when the upstream named
-// none: full jitter, from 0 up to firstBackoff doubled n times, capped at
-// maxWait.
+// none: full jitter, from minBackoff up to firstBackoff doubled n times,
+// capped at maxWait.
 func (p *retryPolicy) backoff(n int) time.Duration {
 	bound := p.maxWait
 	if n < 32 {
 		bound = min(bound, firstBackoff<<n)
 	}
-	if bound <= 0 {
-		return 0
+	if bound <= minBackoff {
+		return minBackoff
 	}
-	return time.Duration(rand.Int64N(int64(bound)))
+	return max(time.Duration(rand.Int64N(int64(bound))), minBackoff)
 }
 
 // retryAfter reads Retry-After, delay-seconds or an HTTP-date (RFC 9110,
@@ -223,11 +272,10 @@ type nothingReceivedError interface {
 	NothingReceived() bool
 }
 
-// hasIdempotencyKey reports whether the request carries Dinie's idempotency
-// header (X-Idempotency-Key, as its SDKs send it) or the IETF draft's.
+// hasIdempotencyKey reports whether the request carries Dinie's
+// idempotency header.
 func hasIdempotencyKey(h http.Header) bool {
-	return len(h["X-Idempotency-Key"]) > 0 && h["X-Idempotency-Key"][0] != "" ||
-		len(h["Idempotency-Key"]) > 0 && h["Idempotency-Key"][0] != ""
+	return len(h["X-Idempotency-Key"]) > 0 && h["X-Idempotency-Key"][0] != ""
 }
 
 // nothingReceived reports whether err means the upstream sent no byte of
@@ -256,6 +304,16 @@ func nothingReceived(err error) bool {
 	return errors.Is(err, io.EOF) || err.Error() == "http: server closed idle connection"
 }
 
+// admit takes a retry from the budget, or counts a failure that goes to
+// the app because the budget is spent.
+func (p *retryPolicy) admit() bool {
+	if p.budget.take() {
+		return true
+	}
+	p.exhausted.Inc()
+	return false
+}
+
 // wait waits d before retrying after reason, and counts the retry; it
 // fails when the app goes away meanwhile.
 func (p *retryPolicy) wait(ctx context.Context, st *retryState, reason retryReason, d time.Duration) error {
@@ -266,18 +324,4 @@ func (p *retryPolicy) wait(ctx context.Context, st *retryState, reason retryReas
 	st.done++
 	p.counters[reason].Inc()
 	return nil
-}
-
-func newRetryCounters() (*prometheus.CounterVec, [retryReasons]prometheus.Counter) {
-	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "dinie_proxy_upstream_retries_total",
-		Help: "Requests sent again after a transient failure of the upstream, by reason: unreachable, unavailable (502/503/504), rate_limited (429).",
-	}, []string{"reason"})
-	var c [retryReasons]prometheus.Counter
-	for i, l := range retryReasonLabels {
-		// Made now, so that every series exists from the start and a retry
-		// looks nothing up.
-		c[i] = vec.WithLabelValues(l)
-	}
-	return vec, c
 }

@@ -8,7 +8,7 @@ import (
 )
 
 // routing is the decision taken for each inbound request before anything is
-// sent upstream (README, "Using it from an application").
+// sent upstream (docs/modes-and-clients.md, "Using it from an application").
 type routing int
 
 const (
@@ -20,6 +20,7 @@ const (
 	routePassthrough                    // CONNECT to a host intercept.passthrough lists: bytes relayed untouched
 	refuseConnect                       // CONNECT to the upstream's TLS port without interception: TLS could not carry an injected header
 	refuseHost                          // any other host or port: never an open relay
+	refuseMethod                        // TRACE or TRACK: an upstream that echoes the request would hand the app the token
 	asteriskForm                        // "*": about this server (OPTIONS), never a resource upstream
 )
 
@@ -37,13 +38,13 @@ type router struct {
 	// under the base URL's prefix and at the root.
 	tokenPaths [2]string
 	// intercept says a CONNECT to tlsPort is intercepted rather than
-	// refused; passthrough lists the other hosts whose tunnels are relayed.
-	intercept   bool
-	passthrough hostPatterns
+	// refused; passes reports the other hosts whose tunnels are relayed.
+	intercept bool
+	passes    func(host, port string) bool
 }
 
-func newRouter(upstream *url.URL, listenAddr string, intercept bool, passthrough hostPatterns) *router {
-	rt := &router{upstream: upstream, plainPort: "80", tlsPort: "443", intercept: intercept, passthrough: passthrough}
+func newRouter(upstream *url.URL, listenAddr string, intercept bool, passes func(host, port string) bool) *router {
+	rt := &router{upstream: upstream, plainPort: "80", tlsPort: "443", intercept: intercept, passes: passes}
 	port := upstream.Port()
 	if port == "" {
 		port = defaultPort(upstream.Scheme)
@@ -64,6 +65,11 @@ func newRouter(upstream *url.URL, listenAddr string, intercept bool, passthrough
 // route classifies r; inTunnel says r came through a CONNECT tunnel, where
 // only the upstream host is served. It is pure, so it is fuzzed on its own.
 func (rt *router) route(r *http.Request, inTunnel bool) routing {
+	// In any case: a server that takes methods case-insensitively would
+	// echo a "trace" as well.
+	if strings.EqualFold(r.Method, http.MethodTrace) || strings.EqualFold(r.Method, "TRACK") {
+		return refuseMethod
+	}
 	if r.RequestURI == "*" {
 		return asteriskForm
 	}
@@ -115,7 +121,7 @@ func (rt *router) connect(authority string) routing {
 		return refuseHost
 	}
 	if !sameName(host, rt.upstream.Hostname()) {
-		if rt.passthrough.match(host, port) {
+		if rt.passes != nil && rt.passes(host, port) {
 			return routePassthrough
 		}
 		return refuseHost

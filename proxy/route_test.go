@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/dinie/dinie-auth-proxy/internal/tunnel"
 )
 
 func TestRoute(t *testing.T) {
@@ -118,11 +120,12 @@ func FuzzRoute(f *testing.F) {
 	f.Add("CONNECT", "api.dinie.com.br:80", false)
 	f.Add("CONNECT", "x.example.com:443", false)
 	f.Add("CONNECT", "10.0.0.1:443", false)
+	f.Add("TRACE", "/customers", false)
+	f.Add("track", "http://api.dinie.com.br/api/v3/x", true)
 	upstream, _ := url.Parse("https://api.dinie.com.br/api/v3")
 	// With interception and a passthrough pattern: the properties hold
 	// with both, and each opens only what it should.
-	hosts, _ := parsePassthrough([]string{"*.example.com"})
-	rt := newRouter(upstream, "127.0.0.1:8080", true, hosts)
+	rt := newRouter(upstream, "127.0.0.1:8080", true, passes(f, "*.example.com"))
 	f.Fuzz(func(t *testing.T, method, target string, inTunnel bool) {
 		var u *url.URL
 		if method == http.MethodConnect {
@@ -134,7 +137,11 @@ func FuzzRoute(f *testing.F) {
 			}
 		}
 		r := &http.Request{Method: method, URL: u}
-		switch rt.route(r, inTunnel) {
+		got := rt.route(r, inTunnel)
+		if (strings.EqualFold(method, "TRACE") || strings.EqualFold(method, "TRACK")) && got != refuseMethod {
+			t.Errorf("routed %s %q as %v, not refused", method, target, got)
+		}
+		switch got {
 		case routeAbsolute:
 			if !strings.EqualFold(u.Hostname(), "api.dinie.com.br") || u.User != nil {
 				t.Errorf("forwarded %q to the upstream", target)
@@ -171,14 +178,11 @@ func FuzzRoute(f *testing.F) {
 
 func TestRouteInterceptAndPassthrough(t *testing.T) {
 	upstream, _ := url.Parse("https://api.dinie.com.br/api/v3")
-	hosts, err := parsePassthrough([]string{"*", "10.0.0.5:5432", "*.example.com:8443", "[::1]:443"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	exact, _ := parsePassthrough([]string{"api.stripe.com", "*.amazonaws.com"})
+	hosts := passes(t, "*", "10.0.0.5:5432", "*.example.com:8443", "[::1]:443")
+	exact := passes(t, "api.stripe.com", "*.amazonaws.com")
 	for _, tt := range []struct {
 		intercept bool
-		hosts     hostPatterns
+		hosts     func(host, port string) bool
 		connect   string
 		want      routing
 	}{
@@ -217,7 +221,7 @@ func TestRouteInterceptAndPassthrough(t *testing.T) {
 	} {
 		r := &http.Request{Method: "CONNECT", URL: &url.URL{Host: tt.connect}}
 		if got := newRouter(upstream, "", tt.intercept, tt.hosts).route(r, false); got != tt.want {
-			t.Errorf("intercept %v, %d patterns: CONNECT %s = %d, want %d", tt.intercept, len(tt.hosts), tt.connect, got, tt.want)
+			t.Errorf("intercept %v, patterns %v: CONNECT %s = %d, want %d", tt.intercept, tt.hosts != nil, tt.connect, got, tt.want)
 		}
 	}
 }
@@ -250,4 +254,15 @@ func TestRouteOriginFormInsideATunnel(t *testing.T) {
 			t.Errorf("Host %q (TLS %v) in a tunnel: %d, want %d", tt.host, tt.tls, got, tt.want)
 		}
 	}
+}
+
+// passes is the pattern match of internal/tunnel, as New gives it to the
+// router.
+func passes(t testing.TB, patterns ...string) func(host, port string) bool {
+	t.Helper()
+	tun, err := tunnel.New(tunnel.Config{Passthrough: patterns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tun.Passes
 }

@@ -4,13 +4,9 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"math"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TokenSource hands out the access token and drops it when the upstream
@@ -31,10 +27,10 @@ func (e *tokenError) Unwrap() error { return e.err }
 
 // sender sends a request upstream with the Bearer token, keeping a bounded
 // copy of its body so that it can be sent again: once after an upstream 401
-// (README, "How the token is handled": the token used is invalidated,
-// compare-and-clear, and the request goes again with a fresh one; a second
-// 401 goes back to the app), and after transient failures (README,
-// "Retries").
+// (docs/operations.md, "How the token is handled": the token used is
+// invalidated, compare-and-clear, and the request goes again with a fresh
+// one; a second 401 goes back to the app), and after transient failures
+// (docs/operations.md, "Retries").
 //
 // It only ever sees the Handler's outbound requests, which are private
 // copies, so it sets the header in place instead of cloning again.
@@ -60,105 +56,174 @@ type bearerHeader struct {
 	value []string
 }
 
-func (t *sender) header(token string) []string {
-	if b := t.bearer.Load(); b != nil && b.token == token {
+func (s *sender) header(token string) []string {
+	if b := s.bearer.Load(); b != nil && b.token == token {
 		return b.value
 	}
 	b := &bearerHeader{token: token, value: []string{"Bearer " + token}}
-	t.bearer.Store(b)
+	s.bearer.Store(b)
 	return b.value
 }
 
-// send sends req upstream, noting the tries and a 401 retry on rec for the
-// access log. A resend-safe request is sent again after a transient
-// failure (README, "Retries"): each try takes the current token and its own
-// copy of the request, and the last answer goes back as it came.
-func (t *sender) send(req *http.Request, rec *recorder) (*http.Response, error) {
+// sendStats is what the access log says of a request's way upstream.
+type sendStats struct {
+	attempts int  // sends upstream, the 401 replay and retries included
+	replayed bool // sent again with a fresh token after a 401
+}
+
+// send sends req upstream. Its Authorization is the partner token, or,
+// when pass is set, that header unchanged: a session token's request is
+// neither given the partner token nor replayed with it after a 401
+// (docs/modes-and-clients.md, "Session tokens"). A resend-safe request is
+// sent again after a transient failure (docs/operations.md, "Retries"):
+// each try takes the current token and its own copy of the request, and
+// the last answer goes back as it came.
+func (s *sender) send(req *http.Request, pass []string) (*http.Response, sendStats, error) {
 	ctx := req.Context()
-	try := t.retry.begin(req)
-	tok, err := t.tokens.Token(ctx)
+	try := s.retry.begin(req)
+	tok, err := s.token(ctx, pass)
 	if err != nil {
-		return nil, &tokenError{err}
+		return nil, sendStats{}, err
 	}
-	var body *requestBody
-	if req.Body != nil && req.Body != http.NoBody {
-		body = &requestBody{body: req.Body, budget: t.budget}
-		if t.maxReplay > 0 && req.ContentLength <= t.maxReplay {
-			body.max = t.maxReplay
-			if req.ContentLength > 0 {
-				// The length is known: hold exactly that, or nothing when the
-				// budget is spent.
-				body.max = req.ContentLength
-				if !body.grow(int(req.ContentLength)) {
-					body.max = 0
-				}
-			}
-		}
-		req.Body = body
+	body := s.hold(req)
+	if body != nil {
 		// Once send returns, no replay can come: the copy goes, and its
 		// bytes go back to the budget.
 		defer body.release()
 	}
-	out, replayed := req, false
-	for {
-		out.Header["Authorization"] = t.header(tok)
-		rec.attempts++
-		resp, err := t.base.RoundTrip(out)
+	var st sendStats
+	for out := req; ; {
+		s.authorize(out, pass, tok)
+		st.attempts++
+		resp, err := s.base.RoundTrip(out)
 		if err != nil {
 			// Transports wrap a body's read error in types of their own; ask
 			// the body whether it was the culprit.
 			if berr := body.readError(); berr != nil {
-				return nil, &clientBodyError{berr}
+				return nil, st, &clientBodyError{berr}
 			}
 		} else {
-			t.metrics.observeRateLimit(resp.Header)
-			if resp.StatusCode == http.StatusUnauthorized && !replayed {
-				t.tokens.Invalidate(tok)
-				replay, ok := replayable(req, body)
+			s.metrics.observeRateLimit(resp.Header)
+			if resp.StatusCode == http.StatusUnauthorized && pass == nil && !st.replayed {
+				fresh, replay, ok := s.after401(ctx, req, body, tok)
 				if !ok {
-					return resp, nil
-				}
-				fresh, err := t.tokens.Token(ctx)
-				if err != nil {
-					// No better answer than the one we have: let the app see
-					// the 401.
-					return resp, nil
+					return resp, st, nil
 				}
 				// The replay is not a retry: it has a fresh token, not the
 				// same request later. A second 401 is the app's to handle:
 				// retrying again could loop, and invalidating again would let
 				// one bad endpoint drive token fetches.
 				discard(resp.Body)
-				t.metrics.retries.Inc()
-				rec.retried, replayed = true, true
+				s.metrics.replays401.Inc()
+				st.replayed = true
 				out, tok = req.Clone(ctx), fresh
 				out.Body = replay
 				continue
 			}
 		}
-		reason, wait, ok := t.retry.next(ctx, &try, resp, err)
-		if !ok {
-			return resp, err
+		replay, retry, err := s.again(ctx, &try, req, body, resp, err)
+		if !retry {
+			return resp, st, err
 		}
-		replay, ok := replayable(req, body)
-		if !ok {
-			// The body was not kept whole (too large, over the budget, or
-			// not all read yet): it cannot go again.
-			return resp, err
-		}
-		if resp != nil {
-			discard(resp.Body)
-		}
-		if err := t.retry.wait(ctx, &try, reason, wait); err != nil {
-			return nil, err
+		if err != nil {
+			return nil, st, err
 		}
 		// The token may have been refreshed during the wait.
-		if tok, err = t.tokens.Token(ctx); err != nil {
-			return nil, &tokenError{err}
+		if tok, err = s.token(ctx, pass); err != nil {
+			return nil, st, err
 		}
 		out = req.Clone(ctx)
 		out.Body = replay
 	}
+}
+
+// token is the partner token to send a request with, or none when the
+// app's own Authorization (pass) goes instead.
+func (s *sender) token(ctx context.Context, pass []string) (string, error) {
+	if pass != nil {
+		return "", nil
+	}
+	tok, err := s.tokens.Token(ctx)
+	if err != nil {
+		return "", &tokenError{err}
+	}
+	return tok, nil
+}
+
+// authorize sets out's Authorization: the app's own, passed on, or the
+// partner token's.
+func (s *sender) authorize(out *http.Request, pass []string, tok string) {
+	if pass != nil {
+		out.Header["Authorization"] = pass
+		return
+	}
+	out.Header["Authorization"] = s.header(tok)
+}
+
+// hold puts req's body behind a requestBody that keeps a copy of it, as
+// much as maxReplay and the shared budget allow; nil when it has none.
+func (s *sender) hold(req *http.Request) *requestBody {
+	if req.Body == nil || req.Body == http.NoBody {
+		return nil
+	}
+	body := &requestBody{body: req.Body, budget: s.budget}
+	if s.maxReplay > 0 && req.ContentLength <= s.maxReplay {
+		body.max = s.maxReplay
+		if req.ContentLength > 0 {
+			// The length is known: hold exactly that, or nothing when the
+			// budget is spent.
+			body.max = req.ContentLength
+			if !body.grow(int(req.ContentLength)) {
+				body.max = 0
+			}
+		}
+	}
+	req.Body = body
+	return body
+}
+
+// after401 drops tok, which the upstream refused, and returns the token
+// and body to send req again with; false means the 401 goes to the app as
+// it came: the body was not kept, no token can be had, or the token
+// cache kept tok (a 401 within 10 s of a fetch that a 401 caused), so that
+// no newer token than the one refused is held.
+func (s *sender) after401(ctx context.Context, req *http.Request, body *requestBody, tok string) (string, io.ReadCloser, bool) {
+	s.tokens.Invalidate(tok)
+	replay, ok := replayable(req, body)
+	if !ok {
+		return "", nil, false
+	}
+	fresh, err := s.tokens.Token(ctx)
+	if err != nil || fresh == tok {
+		return "", nil, false
+	}
+	return fresh, replay, true
+}
+
+// again decides whether the answer to a try (resp, or the failure
+// failed) is followed by another: the failure is transient, the body can
+// go again and the retry budget has room. Then it drops resp, waits, and
+// returns the body to send with true; an error then means that the wait
+// was cut short (the app went away). False hands back failed: resp, or
+// failed, is the app's answer.
+func (s *sender) again(ctx context.Context, try *retryState, req *http.Request, body *requestBody, resp *http.Response, failed error) (io.ReadCloser, bool, error) {
+	reason, wait, ok := s.retry.next(ctx, try, resp, failed)
+	if !ok {
+		return nil, false, failed
+	}
+	replay, ok := replayable(req, body)
+	if !ok || !s.retry.admit() {
+		// The body was not kept whole (too large, over the budget, or not
+		// all read yet), or retries are already a fifth of the load.
+		return nil, false, failed
+	}
+	if resp != nil {
+		discard(resp.Body)
+	}
+	if err := s.retry.wait(ctx, try, reason, wait); err != nil {
+		return nil, true, err
+	}
+	return replay, true, nil
 }
 
 // replayable returns a fresh body for a retry, if the original can be sent
@@ -336,27 +401,4 @@ func (b *requestBody) complete() ([]byte, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf, b.eof && !b.overflow && b.max > 0
-}
-
-// observeRateLimit exports Dinie's rate-limit headers. Absent headers leave
-// the gauges as they are; malformed ones are ignored.
-func (m *metrics) observeRateLimit(h http.Header) {
-	setFromHeader(m.rateLimit, h, "X-Ratelimit-Limit")
-	setFromHeader(m.rateRemaining, h, "X-Ratelimit-Remaining")
-	setFromHeader(m.rateReset, h, "X-Ratelimit-Reset")
-}
-
-// setFromHeader takes the key in canonical form: a direct map lookup,
-// where Header.Get would canonicalize the key on every response.
-func setFromHeader(g prometheus.Gauge, h http.Header, key string) {
-	vv := h[key]
-	if len(vv) == 0 || vv[0] == "" {
-		return
-	}
-	v := vv[0]
-	f, err := strconv.ParseFloat(v, 64)
-	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 {
-		return
-	}
-	g.Set(f)
 }

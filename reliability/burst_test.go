@@ -23,7 +23,7 @@ import (
 // project ships, so that the test holds the proxy to the number users run.
 func deployMemoryLimit(t *testing.T) int64 {
 	t.Helper()
-	b, err := os.ReadFile("../deploy/base/deployment.yaml")
+	b, err := os.ReadFile("../deploy/components/sidecar/sidecar.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func deployMemoryLimit(t *testing.T) int64 {
 	// first "limits:" block.
 	m := regexp.MustCompile(`(?s)limits:\s*\n(?:\s+cpu:[^\n]*\n)?\s+memory:\s*(\d+)Mi`).FindSubmatch(b)
 	if m == nil {
-		t.Fatal("no memory limit in deploy/base/deployment.yaml")
+		t.Fatal("no memory limit in deploy/components/sidecar/sidecar.yaml")
 	}
 	n, _ := strconv.ParseInt(string(m[1]), 10, 64)
 	return n << 20
@@ -131,7 +131,7 @@ func burst(t *testing.T, addr string, n int, method, path string, body []byte, w
 // GOMEMLIMIT at 90% of the manifest's memory limit, in front of a Dinie
 // that takes 2 s to answer, with bursts far beyond limits.max_in_flight:
 // every request gets its answer or a fast 503 overloaded, and peak RSS
-// stays under the manifest's limit (README, "Reliability").
+// stays under the manifest's limit (docs/development.md, "Reliability").
 func TestBurstsStayWithinTheDeployMemoryLimit(t *testing.T) {
 	limit := deployMemoryLimit(t)
 	raiseFileLimit(t, 16384)

@@ -30,6 +30,19 @@ import (
 // a name. .ci/run maps it to 127.0.0.1 in /etc/hosts.
 const dinieHost = "api.dinie.test"
 
+// needDinieHost skips a test whose fake Dinie needs its name to resolve
+// (clients never proxy loopback), or fails it under CI, which sets the
+// name up.
+func needDinieHost(t *testing.T) {
+	t.Helper()
+	if _, err := net.LookupHost(dinieHost); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s does not resolve; .ci/run adds it to /etc/hosts", dinieHost)
+		}
+		t.Skipf("%s does not resolve: add '127.0.0.1 %s' to /etc/hosts (.ci/run does)", dinieHost, dinieHost)
+	}
+}
+
 // realDinie is a fake Dinie API under dinieHost over TLS, as the proxy meets
 // the real one: a token endpoint and an API that echoes the token it got.
 type realDinie struct {
@@ -42,8 +55,7 @@ type realDinie struct {
 func newRealDinie(t *testing.T) *realDinie {
 	t.Helper()
 	d := &realDinie{}
-	cert, caPEM := hostCertificate(t, dinieHost)
-	d.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	d.srv, d.caFile = serveAsDinie(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/api/v3/auth/token" {
 			if _, secret, _ := r.BasicAuth(); secret != secret1 {
 				writeProblemJSON(w, 401, "invalid_client", "fake: bad secret")
@@ -62,15 +74,24 @@ func newRealDinie(t *testing.T) *realDinie {
 		}
 		fmt.Fprintf(w, "dinie saw %s %s", r.Method, r.URL.Path)
 	}))
-	d.srv.Config.ErrorLog = quietLog()
-	d.srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
-	d.srv.StartTLS()
-	t.Cleanup(d.srv.Close)
-	d.caFile = filepath.Join(t.TempDir(), "dinie-ca.pem")
-	if err := os.WriteFile(d.caFile, caPEM, 0o600); err != nil {
+	return d
+}
+
+// serveAsDinie serves h over TLS with a certificate for dinieHost; caFile
+// trusts it.
+func serveAsDinie(t *testing.T, h http.Handler) (srv *httptest.Server, caFile string) {
+	t.Helper()
+	cert, caPEM := hostCertificate(t, dinieHost)
+	srv = httptest.NewUnstartedServer(h)
+	srv.Config.ErrorLog = quietLog()
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	caFile = filepath.Join(t.TempDir(), "dinie-ca.pem")
+	if err := os.WriteFile(caFile, caPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return d
+	return srv, caFile
 }
 
 // url is the fake's base URL under its name.
@@ -137,16 +158,11 @@ func needClient(t *testing.T, name, tool string) {
 
 // TestRealClientsThroughHTTPProxy sends requests for Dinie's http:// URL
 // through the proxy from the clients apps are built on, each set up only
-// with the environment the README gives it (HTTP_PROXY and http_proxy,
+// with the environment docs/modes-and-clients.md gives it (HTTP_PROXY and http_proxy,
 // NO_PROXY and no_proxy): each reaches Dinie with the proxy's token, and a
 // request for another host is refused.
 func TestRealClientsThroughHTTPProxy(t *testing.T) {
-	if _, err := net.LookupHost(dinieHost); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s does not resolve; .ci/run adds it to /etc/hosts", dinieHost)
-		}
-		t.Skipf("%s does not resolve: add '127.0.0.1 %s' to /etc/hosts (.ci/run does)", dinieHost, dinieHost)
-	}
+	needDinieHost(t)
 	d := newRealDinie(t)
 	p := startProxy(t, map[string]string{
 		"DINIE_PROXY_UPSTREAM_URL":       d.url(),

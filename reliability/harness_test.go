@@ -133,6 +133,9 @@ type fakeDinie struct {
 	uploadErrors atomic.Int64
 	// flaky is the API's /flaky: Dinie failing transiently.
 	flaky flakyAPI
+	// downHits counts the requests to /down, a Dinie that always answers
+	// 503 with Retry-After: 0.
+	downHits atomic.Int64
 	// truncatedAccepted counts uploads that the API read to a clean end
 	// with fewer bytes than the client announced in X-Expect-Length: a
 	// truncated payload passed off as whole.
@@ -403,6 +406,10 @@ func (d *fakeDinie) serveAPI(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, n)
 	case "flaky":
 		d.flaky.serve(w, r)
+	case "down":
+		d.downHits.Add(1)
+		w.Header().Set("Retry-After", "0")
+		writeProblemJSON(w, 503, "service_unavailable", "fake: down")
 	case "download":
 		n, _ := strconv.ParseInt(q.Get("n"), 10, 64)
 		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))

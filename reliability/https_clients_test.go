@@ -15,7 +15,7 @@ import (
 
 // TestRealClientsThroughHTTPSProxy sends requests for Dinie's unchanged
 // https:// URL through the proxy with interception on, from the clients
-// apps are built on, each set up with the environment the README's table
+// apps are built on, each set up with the environment the table in docs/modes-and-clients.md
 // gives it (HTTPS_PROXY and https_proxy, NO_PROXY and no_proxy, and the
 // client's trust setting pointed at the proxy's CA files). Each reaches the
 // fake Dinie over HTTPS with the proxy's token, and is refused a tunnel to
@@ -23,12 +23,7 @@ import (
 // does (upstream.ca_file), so a request that reaches it went through the
 // interception.
 func TestRealClientsThroughHTTPSProxy(t *testing.T) {
-	if _, err := net.LookupHost(dinieHost); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s does not resolve; .ci/run adds it to /etc/hosts", dinieHost)
-		}
-		t.Skipf("%s does not resolve: add '127.0.0.1 %s' to /etc/hosts (.ci/run does)", dinieHost, dinieHost)
-	}
+	needDinieHost(t)
 	d := newRealDinie(t)
 	caDir := t.TempDir()
 	p := startProxy(t, map[string]string{
@@ -73,7 +68,7 @@ except requests.exceptions.ProxyError as e:
 	_, proxyPort, _ := net.SplitHostPort(p.proxyAddr)
 
 	// Each client prints the status on its first line, then the body; env
-	// is its trust setting, as the README's table gives it.
+	// is its trust setting, as the table in docs/modes-and-clients.md gives it.
 	clients := []struct {
 		name, tool string
 		env        []string

@@ -94,7 +94,11 @@ const (
 	// maxSafetyMargin is how long before its expiry a token stops being
 	// handed out, so that it does not expire on its way to the upstream.
 	maxSafetyMargin = 10 * time.Second
-	flightKey       = "token"
+	// invalidateGap is how long after a 401 dropped a token a further 401
+	// drops none: an endpoint that refuses every token (a scope the
+	// partner lacks) must cost one fetch, not one per request.
+	invalidateGap = 10 * time.Second
+	flightKey     = "token"
 )
 
 // Cache holds one access token. Create it with New; start Run to fetch and
@@ -130,6 +134,8 @@ type Cache struct {
 	notBefore time.Time   // no fetch may start before this
 	failures  int         // consecutive failed fetches
 	lastErr   error       // of the last fetch; nil after a success
+	// invalidated is when a 401 last dropped the token; zero if never.
+	invalidated time.Time
 }
 
 type token struct {
@@ -249,16 +255,20 @@ func (c *Cache) pausedLocked(now time.Time) error {
 
 // Invalidate drops token if, and only if, it is still the current one: the
 // upstream answered 401 to it. A late 401 for a token that has since been
-// replaced changes nothing, so a burst of 401s leads to one new fetch. It
-// reports whether the token was dropped.
+// replaced changes nothing, so a burst of 401s leads to one new fetch. Nor
+// does a 401 within 10 s of the last one that dropped a token: the fetch that
+// one caused is the only one (docs/operations.md, "How the token is handled").
+// It reports whether the token was dropped.
 func (c *Cache) Invalidate(value string) bool {
 	c.mu.Lock()
 	t := c.current.Load()
-	if t == nil || t.value != value {
+	now := c.clock.Now()
+	if t == nil || t.value != value || !c.invalidated.IsZero() && now.Sub(c.invalidated) < invalidateGap {
 		c.mu.Unlock()
 		return false
 	}
 	c.current.Store(nil)
+	c.invalidated = now
 	c.mu.Unlock()
 	// Zero, not the old expiry: dashboards and alerts must see that no
 	// token is held until the next fetch succeeds.
@@ -400,8 +410,8 @@ func (c *Cache) newToken(resp tokenResponse, sent time.Time) *token {
 	}
 }
 
-// failed applies the retry policy (README, "How the token is handled") and returns
-// the error for the callers that shared the fetch.
+// failed applies the retry policy (docs/operations.md, "How the token is
+// handled") and returns the error for the callers that shared the fetch.
 func (c *Cache) failed(err error, now time.Time) error {
 	result := ResultError
 	fe, isFetchErr := errors.AsType[*FetchError](err)

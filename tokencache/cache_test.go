@@ -544,6 +544,42 @@ func TestInvalidateIsCompareAndClear(t *testing.T) {
 	}
 }
 
+// An endpoint that answers 401 to every token costs one fetch per 10 s,
+// not one per request: within 10 s of a 401 that dropped a token, a 401
+// for the token that replaced it drops nothing.
+func TestInvalidateDropsAtMostOneTokenPer10s(t *testing.T) {
+	f := newFixture(t, nil)
+	tok, err := f.cache.Token(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for step, tt := range []struct {
+		advance     time.Duration
+		wantDropped bool
+	}{
+		{0, true},  // the first 401
+		{0, false}, // at once after the fetch it caused
+		{9*time.Second + 999*time.Millisecond, false}, // still within 10 s
+		{time.Millisecond, true},                      // 10 s later: one more
+		{5 * time.Second, false},
+	} {
+		f.clock.Advance(tt.advance)
+		before := f.ep.fetches.Load()
+		if dropped := f.cache.Invalidate(tok); dropped != tt.wantDropped {
+			t.Fatalf("step %d: Invalidate dropped %v, want %v", step, dropped, tt.wantDropped)
+		}
+		next, err := f.cache.Token(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fetched := f.ep.fetches.Load() - before
+		if tt.wantDropped && (next == tok || fetched != 1) || !tt.wantDropped && (next != tok || fetched != 0) {
+			t.Errorf("step %d: %d fetches, token changed %v; want a new token only when one was dropped", step, fetched, next != tok)
+		}
+		tok = next
+	}
+}
+
 // writeSecret lays out a Secret volume as the kubelet does: the files are
 // symlinks through ..data, which points at a timestamped directory, and an
 // update swaps ..data atomically with a rename.

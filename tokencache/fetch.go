@@ -24,7 +24,7 @@ const maxResponseBytes = 1 << 20
 // and for the failure policy.
 type Result string
 
-// The values of the result label, as the README names them.
+// The values of the result label, as docs/operations.md names them.
 const (
 	ResultSuccess     Result = "success"
 	ResultRejected    Result = "rejected"     // 400 or 401: the credentials are wrong

@@ -115,3 +115,33 @@ func (d *readDeadline) extend(conn net.Conn, at time.Time, timeout time.Duration
 	}
 	return d.set(conn, at)
 }
+
+// stallWriter writes to a connection, ending a write that makes no
+// progress for timeout. The deadline is moved only when it is more than a
+// sixteenth of timeout (at most a second) behind: a write then has between
+// timeout less that and timeout to make progress, at the cost of a clock
+// read per write rather than a deadline change.
+type stallWriter struct {
+	conn     net.Conn
+	timeout  time.Duration
+	deadline time.Time
+}
+
+func (w *stallWriter) Write(p []byte) (int, error) {
+	written := 0
+	for {
+		if at := time.Now().Add(w.timeout); at.Sub(w.deadline) > min(w.timeout/16, time.Second) {
+			w.conn.SetWriteDeadline(at)
+			w.deadline = at
+		}
+		n, err := w.conn.Write(p[written:])
+		written += n
+		if err == nil || n == 0 {
+			return written, err
+		}
+		if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+			return written, err
+		}
+		// Progress, then the deadline: the app is reading, slowly.
+	}
+}

@@ -48,6 +48,11 @@ type Server struct {
 	// MaxHeaderBytes bounds a request's line and headers; larger ones are
 	// answered 431. Zero means 1 MiB.
 	MaxHeaderBytes int
+	// WriteStallTimeout closes a connection whose answer made no progress
+	// for this long: an app that stopped reading must not hold its
+	// request for ever, while one that reads slowly (a long download,
+	// Server-Sent Events) is never cut. Zero means 60 s.
+	WriteStallTimeout time.Duration
 	// Logger receives handler panics and accept errors. Nil means none.
 	Logger *zap.Logger
 
@@ -224,6 +229,10 @@ func (s *Server) newConn(rwc net.Conn) *serverConn {
 	c := &serverConn{s: s, rwc: rwc, remoteAddr: rwc.RemoteAddr().String(), headerLimit: int64(maxHeader) + 4096}
 	c.sock = newSysConn(rwc)
 	c.lr.r, c.lr.remain = c.sock, c.headerLimit
+	c.sw.conn, c.sw.timeout = c.sock, s.WriteStallTimeout
+	if c.sw.timeout <= 0 {
+		c.sw.timeout = 60 * time.Second
+	}
 	c.br = bufio.NewReaderSize(&c.lr, 4<<10)
 	c.res.header = make(http.Header, 8)
 	if tc, ok := rwc.(*tls.Conn); ok {
@@ -257,6 +266,7 @@ type serverConn struct {
 	lr          limitReader
 	br          *bufio.Reader
 	bw          *bufio.Writer // from s.writers, from a request's first byte to its answer
+	sw          stallWriter   // what bw writes to
 	headerLimit int64
 	deadline    readDeadline
 	// current is the context of the request in the handler, for the
@@ -287,7 +297,7 @@ func (c *serverConn) serve() {
 		if !c.waitForRequest() {
 			return
 		}
-		c.bw = c.s.writer(c.sock)
+		c.bw = c.s.writer(&c.sw)
 		req, ctx, err := c.readRequest()
 		if err != nil {
 			c.replyError(err)

@@ -33,6 +33,7 @@ type Transport struct {
 	tls                   *tls.Config // nil for plain http
 	responseHeaderTimeout time.Duration
 	dialContext           func(ctx context.Context, network, addr string) (net.Conn, error)
+	resendable            func(*http.Request) bool
 
 	mu   sync.Mutex
 	idle []*h1conn // a stack: the most recently used on top, so it is warm
@@ -58,6 +59,13 @@ type TransportConfig struct {
 	// DialContext connects to the upstream's address. Nil means a
 	// net.Dialer with TCP keep-alives.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Resendable says whether a request without a body may go again on a
+	// fresh connection when a kept-alive one turns out to have been closed
+	// before any byte of the answer came: the server may have read it. Nil
+	// means net/http's rule: GET, HEAD, OPTIONS or TRACE, or an
+	// Idempotency-Key or X-Idempotency-Key header. A request with a body
+	// never goes again, whatever this says: no copy of it is kept.
+	Resendable func(*http.Request) bool
 }
 
 // The pool's bounds: one upstream host, so one pool sized for hundreds of
@@ -84,7 +92,11 @@ func (e *DialError) Unreachable() bool { return true }
 
 // NewTransport returns a Transport for upstream's scheme and host.
 func NewTransport(upstream *url.URL, cfg TransportConfig) (*Transport, error) {
-	t := &Transport{host: upstream.Host, responseHeaderTimeout: cfg.ResponseHeaderTimeout, dialContext: cfg.DialContext}
+	t := &Transport{host: upstream.Host, responseHeaderTimeout: cfg.ResponseHeaderTimeout, dialContext: cfg.DialContext,
+		resendable: cfg.Resendable}
+	if t.resendable == nil {
+		t.resendable = netHTTPResendable
+	}
 	if t.dialContext == nil {
 		t.dialContext = (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext
 	}
@@ -158,7 +170,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody(req)
 		return nil, err
 	}
-	resendable := replayableRequest(req)
+	resendable := (req.Body == nil || req.Body == http.NoBody) && t.resendable(req)
 	for attempt := 0; ; attempt++ {
 		pc, reused, err := t.conn(ctx)
 		if err != nil {
@@ -177,28 +189,31 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// errUpgrade is an unrequested 101: what follows is no longer HTTP/1.1.
-var errUpgrade = errors.New("h1: the upstream switched protocols, which is not relayed")
+// ErrSwitchingProtocols is the error of a request answered 101 Switching
+// Protocols though it asked for no upgrade: what follows on the connection
+// is no longer HTTP/1.1, so there is no answer to hand back. Its
+// SwitchedProtocols method lets callers that know no h1 type tell it.
+var ErrSwitchingProtocols error = switchedProtocols{}
 
-// replayableRequest follows net/http's rule for sending a request again on
-// a fresh connection: no body, and a method that is safe to repeat.
-func replayableRequest(req *http.Request) bool {
-	if req.Body != nil && req.Body != http.NoBody {
-		return false
-	}
+type switchedProtocols struct{}
+
+func (switchedProtocols) Error() string {
+	return "h1: the upstream answered 101 Switching Protocols to a request that asked for no upgrade"
+}
+
+// SwitchedProtocols marks the error as an unrequested 101.
+func (switchedProtocols) SwitchedProtocols() bool { return true }
+
+// netHTTPResendable is net/http's rule for sending a request again on a
+// fresh connection (Request.isReplayable), its body aside.
+func netHTTPResendable(req *http.Request) bool {
 	switch req.Method {
 	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
 		return true
 	}
-	return hasIdempotencyKey(req.Header)
-}
-
-// hasIdempotencyKey reports whether the request carries Dinie's idempotency
-// header (X-Idempotency-Key, as its SDKs send it) or the IETF draft's
-// (README, "Errors the proxy answers itself").
-func hasIdempotencyKey(h http.Header) bool {
-	return len(h["X-Idempotency-Key"]) > 0 && h["X-Idempotency-Key"][0] != "" ||
-		len(h["Idempotency-Key"]) > 0 && h["Idempotency-Key"][0] != ""
+	_, key := req.Header["Idempotency-Key"]
+	_, xkey := req.Header["X-Idempotency-Key"]
+	return key || xkey
 }
 
 func closeBody(req *http.Request) {
@@ -295,7 +310,7 @@ func readResponse(pc *h1conn, req *http.Request) (*http.Response, error) {
 		}
 		switch {
 		case resp.StatusCode == http.StatusSwitchingProtocols:
-			return nil, errUpgrade
+			return nil, ErrSwitchingProtocols
 		case resp.StatusCode < 100 || resp.StatusCode >= 200:
 			return resp, nil
 		}

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -176,27 +177,119 @@ func TestH1RetriesIdempotentRequestsOnAConnectionTheServerClosed(t *testing.T) {
 	}
 }
 
-// Dinie's SDKs send X-Idempotency-Key; the IETF draft says Idempotency-Key.
-// Either lets a request without a body go again on a fresh connection.
-func TestReplayableRequestKnowsBothIdempotencyHeaders(t *testing.T) {
+// A request without a body goes again on a fresh connection when the
+// pooled one had been closed by the server: by net/http's rule when no
+// Resendable is given (either idempotency header, presence enough), by the
+// caller's rule when one is.
+func TestResendableDecidesWhatGoesAgainOnAStaleConnection(t *testing.T) {
+	onlyX := func(r *http.Request) bool { return r.Header.Get("X-Idempotency-Key") != "" }
 	for _, tt := range []struct {
-		method, key, value string
-		want               bool
+		name       string
+		resendable func(*http.Request) bool
+		method     string
+		header     string
+		want       bool
 	}{
-		{"GET", "", "", true},
-		{"POST", "", "", false},
-		{"POST", "X-Idempotency-Key", "k1", true},
-		{"POST", "Idempotency-Key", "k1", true},
-		{"DELETE", "X-Idempotency-Key", "", false},
+		{"net/http's rule: GET", nil, "GET", "", true},
+		{"net/http's rule: POST", nil, "POST", "", false},
+		{"net/http's rule: POST with X-Idempotency-Key", nil, "POST", "X-Idempotency-Key", true},
+		{"net/http's rule: POST with Idempotency-Key", nil, "POST", "Idempotency-Key", true},
+		{"the caller's rule: POST with Idempotency-Key", onlyX, "POST", "Idempotency-Key", false},
+		{"the caller's rule: POST with X-Idempotency-Key", onlyX, "POST", "X-Idempotency-Key", true},
+		{"the caller's rule: GET", onlyX, "GET", "", false},
 	} {
-		req := httptest.NewRequest(tt.method, "http://api.example/v3/x", nil)
-		req.Body = nil
-		if tt.key != "" {
-			req.Header[tt.key] = []string{tt.value}
+		t.Run(tt.name, func(t *testing.T) {
+			addr, got := dropsSecondRequest(t)
+			u, _ := url.Parse("http://" + addr)
+			tr, err := NewTransport(u, TransportConfig{ResponseHeaderTimeout: 5 * time.Second, Resendable: tt.resendable})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(tr.CloseIdleConnections)
+			c := &http.Client{Transport: tr}
+			fetch(t, c, "GET", u.String(), nil) // leaves the pooled connection
+			req, _ := http.NewRequestWithContext(t.Context(), tt.method, u.String(), nil)
+			if tt.header != "" {
+				req.Header.Set(tt.header, "fake-key")
+			}
+			resp, err := c.Do(req)
+			if err == nil {
+				resp.Body.Close()
+			}
+			if sent := err == nil; sent != tt.want {
+				t.Errorf("sent again: %v (error %v), want %v", sent, err, tt.want)
+			}
+			if want := map[bool]int64{true: 3, false: 2}[tt.want]; got.Load() != want {
+				t.Errorf("the server read %d requests, want %d", got.Load(), want)
+			}
+		})
+	}
+}
+
+// dropsSecondRequest is a server that answers the first request on a
+// connection, then closes that connection on reading the second without
+// a byte of answer, as a server whose idle timeout ran out just then; on
+// a new connection it answers again. got counts the requests read.
+func dropsSecondRequest(t *testing.T) (addr string, got *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = new(atomic.Int64)
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for first := true; ; first = false {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer conn.Close()
+				br := bufio.NewReader(conn)
+				for n := 0; ; n++ {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					got.Add(1)
+					if first && n == 1 {
+						return
+					}
+					io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			})
 		}
-		if got := replayableRequest(req); got != tt.want {
-			t.Errorf("%s with %s %q: replayable %v, want %v", tt.method, tt.key, tt.value, got, tt.want)
-		}
+	})
+	return ln.Addr().String(), got
+}
+
+// An unrequested 101 is an error callers can name, by value or by
+// behaviour, instead of a connection closed before answering.
+func TestUnrequested101IsErrSwitchingProtocols(t *testing.T) {
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, _ := http.NewResponseController(w).Hijack()
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+		brw.Flush()
+	})
+	_, c := h1For(t, srv)
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", srv.URL, nil)
+	resp, err := c.Transport.RoundTrip(req)
+	if err == nil {
+		resp.Body.Close()
+	}
+	sp, ok := errors.AsType[interface {
+		error
+		SwitchedProtocols() bool
+	}](err)
+	if !errors.Is(err, ErrSwitchingProtocols) || !ok || !sp.SwitchedProtocols() {
+		t.Errorf("error %v, want ErrSwitchingProtocols", err)
 	}
 }
 

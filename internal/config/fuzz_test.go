@@ -1,9 +1,8 @@
-package main
+package config
 
 import (
 	"bytes"
 	"errors"
-	"io"
 	"net"
 	"net/url"
 	"os"
@@ -12,17 +11,19 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/viper"
+	"go.uber.org/zap/zapcore"
 )
 
 // The configuration file is the operator's, but a typo, a truncated
-// ConfigMap or a file written by a template can hold anything: loadConfig
+// ConfigMap or a file written by a template can hold anything: Load
 // must never panic, must answer anything it refuses with one line naming
 // the problem and never echoing the secret, and anything it accepts must
 // hold the invariants the rest of the program relies on.
 func FuzzLoadConfig(f *testing.F) {
-	example, err := os.ReadFile("config.yaml.example")
+	example, err := os.ReadFile("../../config.yaml.example")
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -57,14 +58,13 @@ func FuzzLoadConfig(f *testing.F) {
 		if err := os.WriteFile(path, file, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		env := map[string]string{}
+		var environ []string
 		if envCredentials {
-			env["DINIE_PROXY_AUTH_CLIENT_ID"] = "fake-client"
-			env["DINIE_PROXY_AUTH_CLIENT_SECRET"] = "fake-secret-env"
+			environ = []string{"DINIE_PROXY_AUTH_CLIENT_ID=fake-client", "DINIE_PROXY_AUTH_CLIENT_SECRET=fake-secret-env"}
 		}
-		cfg, opts, err := loadConfig([]string{"--config", path}, func(k string) string { return env[k] }, io.Discard)
+		cmd, err := Load([]string{"--config", path}, environ, nil)
 		if err != nil {
-			if _, ok := errors.AsType[*configError](err); !ok {
+			if _, ok := errors.AsType[*Error](err); !ok {
 				t.Fatalf("not a configError, so not exit status 2: %T", err)
 			}
 			msg := err.Error()
@@ -78,10 +78,10 @@ func FuzzLoadConfig(f *testing.F) {
 			}
 			return
 		}
-		if opts.help || opts.version {
-			t.Fatal("a config file turned on --help or --version")
+		if cmd.Action != Serve || cmd.Demo {
+			t.Fatal("a config file changed what the command line asks")
 		}
-		checkConfigInvariants(t, cfg)
+		checkInvariants(t, cmd.Settings)
 	})
 }
 
@@ -111,48 +111,51 @@ func secretsIn(file []byte) []string {
 	return secrets
 }
 
-func checkConfigInvariants(t *testing.T, cfg config) {
+func checkInvariants(t *testing.T, s *Settings) {
 	t.Helper()
-	u := cfg.upstreamURL
+	u := s.UpstreamURL
 	if u == nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
 		t.Errorf("accepted upstream.url %v", u)
 	}
-	if tu, err := url.Parse(cfg.tokenURL); err != nil || (tu.Scheme != "http" && tu.Scheme != "https") || tu.Host == "" || tu.User != nil {
-		t.Errorf("accepted auth.token_url %q", cfg.tokenURL)
+	if tu, err := url.Parse(s.TokenURL); err != nil || (tu.Scheme != "http" && tu.Scheme != "https") || tu.Host == "" || tu.User != nil {
+		t.Errorf("accepted auth.token_url %q", s.TokenURL)
 	}
-	for k, d := range map[string]int64{
-		"upstream.timeout": int64(cfg.upstreamTimeout), "auth.refresh_before": int64(cfg.refreshBefore), "shutdown.timeout": int64(cfg.shutdownTimeout),
+	for k, d := range map[string]time.Duration{
+		"upstream.timeout": s.UpstreamTimeout, "auth.refresh_before": s.RefreshBefore,
+		"shutdown.timeout": s.ShutdownTimeout, "upstream.retry_max_wait": s.RetryMaxWait,
 	} {
 		if d <= 0 {
 			t.Errorf("accepted %s %d", k, d)
 		}
 	}
-	if cfg.maxReplayBytes < 0 {
-		t.Errorf("accepted upstream.max_replay_bytes %d", cfg.maxReplayBytes)
+	if s.MaxReplayBytes < 0 || s.ReplayBudgetBytes < 0 || s.Retries < 0 {
+		t.Errorf("accepted a negative number: %d, %d, %d", s.MaxReplayBytes, s.ReplayBudgetBytes, s.Retries)
 	}
-	if cfg.replayBudget < 0 {
-		t.Errorf("accepted upstream.replay_budget_bytes %d", cfg.replayBudget)
+	if s.MaxInFlight < 1 || s.MaxTunnels < 1 || s.SessionTokensMax < 1 {
+		t.Errorf("accepted a bound below 1: %d, %d, %d", s.MaxInFlight, s.MaxTunnels, s.SessionTokensMax)
 	}
-	if cfg.maxInFlight < 1 {
-		t.Errorf("accepted limits.max_in_flight %d", cfg.maxInFlight)
-	}
-	if (cfg.clientID == "") == (cfg.clientIDFile == "") {
+	if (s.ClientID == "") == (s.ClientIDFile == "") {
 		t.Error("accepted not exactly one of auth.client_id and auth.client_id_file")
 	}
-	if (cfg.clientSecret == "") == (cfg.clientSecretFile == "") {
+	if (s.ClientSecret == "") == (s.ClientSecretFile == "") {
 		t.Error("accepted not exactly one of auth.client_secret and auth.client_secret_file")
 	}
-	for k, addr := range map[string]string{"listen.proxy": cfg.listenProxy, "listen.admin": cfg.listenAdmin} {
+	for k, addr := range map[string]string{"listen.proxy": s.ListenProxy, "listen.admin": s.ListenAdmin} {
 		_, port, err := net.SplitHostPort(addr)
 		n, perr := strconv.Atoi(port)
 		if err != nil || perr != nil || n < 0 || n > 65535 {
 			t.Errorf("accepted %s %q", k, addr)
 		}
 	}
-	if !slices.Contains([]string{"debug", "info", "warn", "error"}, cfg.logLevel) {
-		t.Errorf("accepted log.level %q", cfg.logLevel)
+	if !s.AllowRemote && loopbackOnly("listen.proxy", s.ListenProxy) != nil {
+		t.Errorf("accepted listen.proxy %q without listen.allow_remote", s.ListenProxy)
 	}
-	if cfg.logFormat != "json" && cfg.logFormat != "console" {
-		t.Errorf("accepted log.format %q", cfg.logFormat)
+	if !slices.Contains([]zapcore.Level{zapcore.DebugLevel, zapcore.InfoLevel, zapcore.WarnLevel, zapcore.ErrorLevel}, s.LogLevel) {
+		t.Errorf("accepted log.level %v", s.LogLevel)
+	}
+	for _, p := range s.Intercept.Passthrough {
+		if p == "" || strings.Contains(p, ",") || strings.TrimSpace(p) != p {
+			t.Errorf("passthrough pattern %q not split and trimmed", p)
+		}
 	}
 }

@@ -86,7 +86,7 @@ func TestProxyRefusesToTrustItsOwnCA(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	var stderr bytes.Buffer
-	err := run(ctx, nil, func(k string) string { return env[k] }, io.Discard, &stderr)
+	err := run(ctx, nil, environ(env), io.Discard, &stderr)
 	if exitCode(err) != 2 || !strings.Contains(err.Error(), "upstream.ca_file") {
 		t.Fatalf("run with bundle.pem as upstream.ca_file = %v, want exit 2 naming upstream.ca_file", err)
 	}
@@ -118,7 +118,7 @@ func TestInterceptConfigErrors(t *testing.T) {
 			env := maps(base, tt.env)
 			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 			defer cancel()
-			err := run(ctx, nil, func(k string) string { return env[k] }, io.Discard, io.Discard)
+			err := run(ctx, nil, environ(env), io.Discard, io.Discard)
 			if exitCode(err) != 2 {
 				t.Fatalf("run = %v, want a configuration error (exit 2)", err)
 			}
@@ -126,26 +126,5 @@ func TestInterceptConfigErrors(t *testing.T) {
 				t.Errorf("message %q does not name %s on one line", msg, tt.wantKey)
 			}
 		})
-	}
-}
-
-func TestPassthroughFromAYAMLList(t *testing.T) {
-	f := filepath.Join(t.TempDir(), "config.yaml")
-	os.WriteFile(f, []byte("intercept:\n  passthrough:\n    - api.stripe.com\n    - \"*.amazonaws.com\"\n"), 0o600)
-	env := map[string]string{"DINIE_PROXY_AUTH_CLIENT_ID": "fake-id", "DINIE_PROXY_AUTH_CLIENT_SECRET": testSecret}
-	cfg, _, err := loadConfig([]string{"--config", f}, func(k string) string { return env[k] }, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := strings.Join(cfg.intercept.passthrough, ","); got != "api.stripe.com,*.amazonaws.com" {
-		t.Errorf("passthrough = %q", got)
-	}
-	env["DINIE_PROXY_INTERCEPT_PASSTHROUGH"] = " a.example , ,*.b.example:8443"
-	cfg, _, err = loadConfig(nil, func(k string) string { return env[k] }, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := strings.Join(cfg.intercept.passthrough, ","); got != "a.example,*.b.example:8443" {
-		t.Errorf("passthrough from the environment = %q", got)
 	}
 }

@@ -11,49 +11,39 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dinie/dinie-auth-proxy/intercept"
-	"github.com/dinie/dinie-auth-proxy/proxy"
+	"github.com/dinie/dinie-auth-proxy/internal/config"
 )
 
-// interception is what intercept.* starts (README, "Apps that keep
-// https:// URLs"): the CA, when enabled, and the owner of the passthrough
-// tunnels, when hosts are listed. Either may be nil.
+// interception is the certificate authority that intercept.enabled
+// starts (docs/modes-and-clients.md); nil authority when it is off.
 type interception struct {
-	authority   *intercept.Authority
-	passthrough *proxy.Passthrough
+	authority *intercept.Authority
 }
 
 // newInterception creates or loads the CA and writes its files before it
 // returns: the admin server, and with it /readyz, starts after this, so
 // the app never sees the proxy ready before ca.crt is in place.
-func newInterception(cfg config, log *zap.Logger, reg prometheus.Registerer) (*interception, error) {
+func newInterception(cfg *config.Settings, log *zap.Logger, reg prometheus.Registerer) (*interception, error) {
 	ic := &interception{}
-	if len(cfg.intercept.passthrough) > 0 {
-		pt, err := proxy.NewPassthrough(proxy.PassthroughConfig{Hosts: cfg.intercept.passthrough, Logger: log.Named("passthrough"),
-			MaxTunnels: cfg.maxInFlight})
-		if err != nil {
-			return nil, invalid("intercept.passthrough", "%v", err)
-		}
-		ic.passthrough = pt
-	}
-	if !cfg.intercept.enabled {
+	if !cfg.Intercept.Enabled {
 		return ic, nil
 	}
 	a, err := intercept.New(intercept.Config{
-		Host:       cfg.upstreamURL.Hostname(),
-		CADir:      cfg.intercept.caDir,
-		KeyDir:     cfg.intercept.keyDir,
-		CACertFile: cfg.intercept.caCertFile,
-		CAKeyFile:  cfg.intercept.caKeyFile,
+		Host:       cfg.UpstreamURL.Hostname(),
+		CADir:      cfg.Intercept.CADir,
+		KeyDir:     cfg.Intercept.KeyDir,
+		CACertFile: cfg.Intercept.CACertFile,
+		CAKeyFile:  cfg.Intercept.CAKeyFile,
 		Logger:     log.Named("intercept"),
 		Registerer: reg,
 	})
 	if ce, ok := errors.AsType[*intercept.ConfigError](err); ok {
-		return nil, invalid(ce.Key, "%v", ce.Err)
+		return nil, config.Invalid(ce.Key, ce.Err)
 	}
 	if err != nil {
 		return nil, err
 	}
-	if err := distrustOwnCA(a, cfg.rootCAs); err != nil {
+	if err := distrustOwnCA(a, cfg.RootCAs); err != nil {
 		return nil, err
 	}
 	ic.authority = a
@@ -84,8 +74,8 @@ func distrustOwnCA(a *intercept.Authority, roots *x509.CertPool) error {
 		}
 	}
 	if _, err := cert.Leaf.Verify(x509.VerifyOptions{DNSName: a.Host(), Roots: roots, Intermediates: chain}); err == nil {
-		return &configError{msg: "upstream.ca_file or SSL_CERT_FILE: the proxy's own trust for the upstream includes the interception CA; " +
-			"give bundle.pem or ca.crt to the app only, never to the proxy"}
+		return config.Invalid("upstream.ca_file or SSL_CERT_FILE", errors.New("the proxy's own trust for the upstream includes the interception CA; "+
+			"give bundle.pem or ca.crt to the app only, never to the proxy"))
 	}
 	return nil
 }
@@ -110,15 +100,4 @@ func (ic *interception) run(ctx context.Context) error {
 		return nil
 	}
 	return ic.authority.Run(ctx)
-}
-
-// shutdown drains the passthrough tunnels, closing those still open when
-// ctx ends (shutdown.timeout).
-func (ic *interception) shutdown(ctx context.Context, log *zap.Logger) {
-	if ic.passthrough == nil {
-		return
-	}
-	if err := ic.passthrough.Shutdown(ctx); err != nil {
-		log.Warn("passthrough tunnels cut off at shutdown.timeout", zap.Error(err))
-	}
 }
