@@ -15,7 +15,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/dinie/dinie-auth-proxy/internal/h1"
 	"github.com/dinie/dinie-auth-proxy/internal/tunnel"
 )
 
@@ -95,13 +94,10 @@ func (h *Handler) connect(rec *recorder, r *http.Request, rt routing) {
 		// The handshake runs on the tunnel's own goroutine, not this
 		// request's: it holds no limits.max_in_flight slot while the client
 		// takes its time.
-		// Its TLS reads and writes the TCP connection raw, as h1's server
-		// does its own (bench/README.md, "Profile, before and after (issue
-		// 24)").
-		slot.Serve(h1.RawIO(client), func(c net.Conn) (net.Conn, error) { return h.handshake(c, r.URL.Host) })
+		slot.Serve(client, func(c net.Conn) (net.Conn, error) { return h.handshake(c, r.URL.Host) })
 	default:
 		h.metrics.tunnels.WithLabelValues("plain").Inc()
-		slot.Serve(h1.RawIO(client), nil)
+		slot.Serve(client, nil)
 	}
 }
 

@@ -16,6 +16,3 @@ func peerGone(net.Conn) bool { return false }
 
 // newSysConn is c: the raw reads and writes are Linux's (sysconn_linux.go).
 func newSysConn(c net.Conn) net.Conn { return c }
-
-// RawIO is c: the raw reads and writes are Linux's (sysconn_linux.go).
-func RawIO(c net.Conn) net.Conn { return c }

@@ -39,12 +39,6 @@ type sysConn struct {
 	rerr, werr      syscall.Errno
 }
 
-// RawIO returns c with reads and writes that spare the scheduler (see
-// sysConn), for a connection that another layer, such as TLS, reads and
-// writes on the fast path. It returns c itself when c is not a
-// *net.TCPConn.
-func RawIO(c net.Conn) net.Conn { return newSysConn(c) }
-
 // newSysConn returns c with raw reads and writes, or c itself when it is
 // not a TCP connection (tests' pipes and wrappers keep their own I/O).
 func newSysConn(c net.Conn) net.Conn {

@@ -159,4 +159,31 @@ func TestRawIOIsUsed(t *testing.T) {
 	if _, ok := sc.sock.(*sysConn); !ok {
 		t.Errorf("Server writes through %T", sc.sock)
 	}
+
+	// Tunnels take the connection over: their TLS or relay reads it.
+	hijacked := make(chan net.Conn, 1)
+	hs := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Error(err)
+		}
+		hijacked <- conn
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go hs.Serve(ln)
+	defer hs.Close()
+	app, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	io.WriteString(app, "CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n")
+	conn := <-hijacked
+	defer conn.Close()
+	if _, ok := conn.(*sysConn); !ok {
+		t.Errorf("Hijack hands over %T", conn)
+	}
 }
