@@ -18,14 +18,14 @@ import (
 // enter a system call. With one P (the sidecar pinned to a core), the
 // runtime's monitor thread then wakes every 20 us, and hands the P to
 // another thread whenever a loopback write, which does the receiver's
-// work too, spans two of its ticks: each a context switch on the one core
-// (bench/README.md, "Profile, before and after (issue 24)"). A system
-// call on a non-blocking socket does not block, so nothing needs the P
-// meanwhile.
+// work too, spans two of its ticks (more often the busier the core): each
+// a context switch on the one core (bench/README.md, "Profile, before and
+// after (issue 24)"). A system call on a non-blocking socket does not
+// block, so nothing needs the P meanwhile.
 //
-// Everything but Read and Write (deadlines, CloseWrite through the
-// connection given to Server, addresses, Close) is the TCP connection's
-// own.
+// Everything but Read and Write (deadlines, CloseWrite, addresses, Close,
+// and ReadFrom and WriteTo, which io.Copy would use) is the TCP
+// connection's own.
 type sysConn struct {
 	*net.TCPConn
 	rc syscall.RawConn
