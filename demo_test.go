@@ -121,7 +121,20 @@ func testDemo(t *testing.T, server, transport string) {
 		body, _ := io.ReadAll(resp.Body)
 		e := parseEcho(t, "session exchange", string(body))
 		if resp.StatusCode != 200 || !strings.HasPrefix(e.AccessToken, demoSessionStem) || e.CustomerID == "" {
-			t.Errorf("session exchange: %d %+v", resp.StatusCode, e)
+			t.Fatalf("session exchange: %d, customer %q", resp.StatusCode, e.CustomerID)
+		}
+		// The SDK's session mode then sends the customer token, which
+		// reaches the mock as sent: the proxy remembered it was issued.
+		req, _ := http.NewRequest("GET", r.proxy+"/customers/"+e.CustomerID, nil)
+		req.Header.Set("Authorization", "Bearer "+e.AccessToken)
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ = io.ReadAll(resp.Body)
+		if e := parseEcho(t, "with the session token", string(body)); !strings.HasPrefix(e.Authorization, "Bearer "+demoSessionStem) {
+			t.Errorf("the mock saw %.20s…, want the session token", e.Authorization)
 		}
 	})
 	t.Run("the banner's commands", func(t *testing.T) {

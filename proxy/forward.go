@@ -22,7 +22,9 @@ func (h *Handler) forward(x *exchange, in *http.Request, id string, rt routing) 
 	exchange := h.isSessionExchange(out)
 	if exchange {
 		// Its answer is read for the token: in plain JSON, not compressed.
-		delete(out.Header, "Accept-Encoding")
+		// Without the header any coding would be acceptable (RFC 9110,
+		// section 12.5.3), so the request names the identity one.
+		out.Header["Accept-Encoding"] = []string{"identity"}
 	}
 	resp, st, err := h.sender.send(out, h.passedBearer(in.Header["Authorization"]))
 	w.attempts, w.retried = st.attempts, st.replayed

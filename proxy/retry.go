@@ -143,11 +143,19 @@ func Resendable(req *http.Request) bool {
 	return hasIdempotencyKey(req.Header)
 }
 
-// copyIdempotencyKey puts an app's Idempotency-Key (the IETF draft's name,
+// copyIdempotencyKey drops empty idempotency keys and puts an app's Idempotency-Key (the IETF draft's name,
 // which Dinie's Python SDK sends) into X-Idempotency-Key, the header Dinie
 // documents, unless the app sent that one too: a retry of a request whose
 // key Dinie ignored would be a second loan or payment.
 func copyIdempotencyKey(h http.Header) {
+	// An empty key is no key, to Dinie and to the proxy: dropped, so that
+	// net/http's transport, which counts the header's mere presence, does
+	// not send the request twice on a stale connection either.
+	for _, name := range [...]string{"Idempotency-Key", "X-Idempotency-Key"} {
+		if v, ok := h[name]; ok && (len(v) == 0 || v[0] == "") {
+			delete(h, name)
+		}
+	}
 	if v := h["Idempotency-Key"]; len(v) > 0 && v[0] != "" && !hasIdempotencyKey(h) {
 		h["X-Idempotency-Key"] = v[:1:1]
 	}

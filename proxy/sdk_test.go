@@ -35,18 +35,29 @@ func testOnlyClientCredentialsGetTheStandIn(t *testing.T, setup envOption) {
 		name, contentType, body string
 		status                  int
 		code                    string
+		query                   string   // appended to the token URL
+		header                  []string // more headers, name and value
 	}{
-		{"JS SDK form", form, "grant_type=client_credentials", 200, ""},
-		{"Python SDK JSON", json, `{"grant_type": "client_credentials", "client_id": "fake-id", "client_secret": "fake-secret"}`, 200, ""},
-		{"no grant_type", form, "", 200, ""},
-		{"JSON without grant_type", json, `{"client_id":"fake-id"}`, 200, ""},
-		{"authorization code form", form, "grant_type=authorization_code&code=fake-code", 400, proxy.CodeUnsupportedGrantType},
-		{"token exchange JSON", "application/json; charset=utf-8", `{"grant_type":"urn:ietf:params:oauth:grant-type:token-exchange","subject_token":"fake"}`, 400, proxy.CodeUnsupportedGrantType},
-		{"refresh token form", form, "grant_type=refresh_token&refresh_token=fake", 400, proxy.CodeUnsupportedGrantType},
-		{"two grant types", form, "grant_type=client_credentials&grant_type=password", 400, proxy.CodeBadRequestBody},
-		{"grant_type not a string", json, `{"grant_type":1}`, 400, proxy.CodeBadRequestBody},
-		{"JSON that is not an object", json, `[`, 400, proxy.CodeBadRequestBody},
-		{"over 64 KiB", form, "grant_type=client_credentials&pad=" + strings.Repeat("x", 64<<10), 400, proxy.CodeBadRequestBody},
+		{"JS SDK form", form, "grant_type=client_credentials", 200, "", "", nil},
+		{"Python SDK JSON", json, `{"grant_type": "client_credentials", "client_id": "fake-id", "client_secret": "fake-secret"}`, 200, "", "", nil},
+		{"no grant_type", form, "", 200, "", "", nil},
+		{"JSON without grant_type", json, `{"client_id":"fake-id"}`, 200, "", "", nil},
+		{"authorization code form", form, "grant_type=authorization_code&code=fake-code", 400, proxy.CodeUnsupportedGrantType, "", nil},
+		{"token exchange JSON", "application/json; charset=utf-8", `{"grant_type":"urn:ietf:params:oauth:grant-type:token-exchange","subject_token":"fake"}`, 400, proxy.CodeUnsupportedGrantType, "", nil},
+		{"refresh token form", form, "grant_type=refresh_token&refresh_token=fake", 400, proxy.CodeUnsupportedGrantType, "", nil},
+		{"two grant types", form, "grant_type=client_credentials&grant_type=password", 400, proxy.CodeBadRequestBody, "", nil},
+		{"grant_type not a string", json, `{"grant_type":1}`, 400, proxy.CodeBadRequestBody, "", nil},
+		{"JSON that is not an object", json, `[`, 400, proxy.CodeBadRequestBody, "", nil},
+		{"over 64 KiB", form, "grant_type=client_credentials&pad=" + strings.Repeat("x", 64<<10), 400, proxy.CodeBadRequestBody, "", nil},
+		// Another grant where a form parser does not look: JSON sent as a
+		// form or as text, the query, a compressed body.
+		{"JSON sent as a form", form, `{"grant_type":"authorization_code","code":"fake-code"}`, 400, proxy.CodeUnsupportedGrantType, "", nil},
+		{"JSON sent as text", "text/plain", ` {"grant_type":"password"}`, 400, proxy.CodeUnsupportedGrantType, "", nil},
+		{"JSON with no content type", "", `{"grant_type":"password"}`, 400, proxy.CodeUnsupportedGrantType, "", nil},
+		{"grant in the query", form, "", 400, proxy.CodeUnsupportedGrantType, "?grant_type=authorization_code", nil},
+		{"query and body disagree", form, "grant_type=client_credentials", 400, proxy.CodeBadRequestBody, "?grant_type=password", nil},
+		{"client credentials in the query", form, "", 200, "", "?grant_type=client_credentials", nil},
+		{"compressed body", form, "\x1f\x8b", 400, proxy.CodeBadRequestBody, "", []string{"Content-Encoding", "gzip"}},
 	} {
 		for _, target := range []struct {
 			name   string
@@ -58,8 +69,8 @@ func testOnlyClientCredentialsGetTheStandIn(t *testing.T, setup envOption) {
 		} {
 			t.Run(tt.name+"/"+target.name, func(t *testing.T) {
 				before := e.calls.Load()
-				resp, body := do(t, target.client, "POST", target.url, strings.NewReader(tt.body),
-					"Content-Type", tt.contentType, "Authorization", "Basic ZmFrZS1pZDpmYWtlLXNlY3JldA==")
+				resp, body := do(t, target.client, "POST", target.url+tt.query, strings.NewReader(tt.body),
+					append([]string{"Content-Type", tt.contentType, "Authorization", "Basic ZmFrZS1pZDpmYWtlLXNlY3JldA=="}, tt.header...)...)
 				if e.calls.Load() != before {
 					t.Error("a token request was forwarded")
 				}
@@ -148,6 +159,29 @@ func testIdempotencyKeyIsCopiedIntoXIdempotencyKey(t *testing.T, setup envOption
 				}
 			}
 		})
+	}
+}
+
+// An empty idempotency key is no key: dropped before the request goes
+// upstream, it does not make a POST resend-safe, for the proxy's retries
+// or for net/http's transport, which counts the header's mere presence.
+func TestEmptyIdempotencyKeyIsDropped(t *testing.T) {
+	forEachSetup(t, testEmptyIdempotencyKeyIsDropped)
+}
+
+func testEmptyIdempotencyKeyIsDropped(t *testing.T, setup envOption) {
+	e := newEnv(t, false, setup, withClock(newFakeClock()))
+	e.script(status(503), okAnswer)
+	resp, _ := do(t, http.DefaultClient, "POST", e.proxy.URL+"/payments", strings.NewReader("fake-body"),
+		"Idempotency-Key", "", "X-Idempotency-Key", "")
+	all := e.seenAll()
+	if resp.StatusCode != 503 || len(all) != 1 {
+		t.Fatalf("app got %d after %d sends, want the 503 after 1", resp.StatusCode, len(all))
+	}
+	for _, name := range []string{"Idempotency-Key", "X-Idempotency-Key"} {
+		if _, ok := all[0].Header[name]; ok {
+			t.Errorf("the empty %s reached the upstream", name)
+		}
 	}
 }
 

@@ -21,12 +21,19 @@ import (
 // (docs/modes-and-clients.md, "Session tokens").
 const sessionExchangePath = "/biometrics/session-exchange"
 
+// sessionGrace is how long a session token is remembered after it
+// expires. An SDK may send its token after that (it cannot refresh a
+// session token): passed on as sent, Dinie answers it with its own 401,
+// which the SDK turns into its session-expired error. Replaced, it would
+// reach Dinie with the partner token and succeed with partner scope.
+const sessionGrace = 24 * time.Hour
+
 // maxExchangeAnswer bounds the exchange's answer read to find the token:
 // Dinie's is a few hundred bytes. A longer one is passed on unread.
 const maxExchangeAnswer = 64 << 10
 
 // sessionTokens remembers the session tokens that Dinie issued through
-// this proxy until they expire, so that the requests that carry one are
+// this proxy until sessionGrace after they expire, so that the requests that carry one are
 // passed on with it instead of the partner token: replacing it would make the
 // app act with a scope it did not ask for (docs/modes-and-clients.md, "Session
 // tokens").
@@ -186,7 +193,7 @@ func (h *Handler) rememberSession(resp *http.Response) {
 	// A year at most, as for the partner token: a huge expires_in must not
 	// overflow the clock.
 	lifetime := time.Duration(min(answer.ExpiresIn, 365*24*3600) * float64(time.Second))
-	h.sessions.remember(answer.AccessToken, h.clock.Now().Add(lifetime))
+	h.sessions.remember(answer.AccessToken, h.clock.Now().Add(lifetime+sessionGrace))
 }
 
 // readAndClose is a body read from one reader and closed through another.

@@ -72,7 +72,10 @@ func sessionAPI(e *env, expiresIn int) {
 	e.setAPI(func(w http.ResponseWriter, r *http.Request, s seen) {
 		switch {
 		case r.URL.Path == "/api/v3/biometrics/session-exchange":
-			if !strings.HasPrefix(s.Auth, "Bearer fake-token-") || s.Body != `{"code":"dinie_bsc_fake"}` {
+			// The answer must come uncompressed, for the proxy to read the
+			// token in it, whatever the app accepts.
+			if !strings.HasPrefix(s.Auth, "Bearer fake-token-") || s.Body != `{"code":"dinie_bsc_fake"}` ||
+				r.Header.Get("Accept-Encoding") != "identity" {
 				w.WriteHeader(http.StatusUnauthorized)
 				return
 			}
@@ -131,8 +134,8 @@ func testSessionTokensPassThrough(t *testing.T, setup envOption) {
 	}
 }
 
-// A session token is passed on until it expires, then replaced like any
-// other; the proxy's clock decides.
+// A session token is passed on until a day after it expires, then
+// replaced like any other; the proxy's clock decides.
 func TestSessionTokensExpire(t *testing.T) {
 	clock := newFakeClock()
 	e := newEnv(t, false, withClock(clock))
@@ -144,10 +147,19 @@ func TestSessionTokensExpire(t *testing.T) {
 	if s := e.last(t); s.Auth != "Bearer "+token {
 		t.Error("a session token was replaced before it expired")
 	}
+	// Expired, it still reaches Dinie as sent, for Dinie's own 401: with
+	// the partner token instead, the request would succeed with a scope
+	// the app did not ask for.
 	clock.advance(time.Second)
 	c.get("/customers", token)
+	if s := e.last(t); s.Auth != "Bearer "+token {
+		t.Error("an expired session token was replaced by the partner token")
+	}
+	// A day later it is forgotten, and replaced like any unknown Bearer.
+	clock.advance(24 * time.Hour)
+	c.get("/customers", token)
 	if s := e.last(t); s.Auth != "Bearer fake-token-1" {
-		t.Error("an expired session token was passed on")
+		t.Error("a session token was remembered more than a day after it expired")
 	}
 	if v := testkit.Value(t, e.reg, "dinie_proxy_session_tokens"); v != 0 {
 		t.Errorf("dinie_proxy_session_tokens = %v, want 0", v)

@@ -49,44 +49,39 @@ func (h *Handler) answerTokenRequest(w http.ResponseWriter, r *http.Request) {
 	w.Write(standInTokenBody)
 }
 
-// grantType reads the grant_type of a token request's body: a form, as
-// RFC 6749 and the JS SDK send it, or JSON, as the Python SDK does. Empty
-// means none was named. A grant_type named twice must name one grant.
+// grantType reads the grant_type of a token request: from its body, a form
+// as RFC 6749 and the JS SDK send it, or JSON as the Python SDK does (a
+// body that opens with "{" is read as JSON whatever its Content-Type
+// says), and from its query. Empty means none was named. Every grant_type
+// named must name the same grant: a request that hides another grant
+// where the proxy does not look must not get the stand-in.
 func grantType(r *http.Request) (string, error) {
-	if r.Body == nil {
-		return "", nil
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxTokenRequestBody+1))
+	grants := r.URL.Query()["grant_type"]
+	body, err := readTokenRequest(r)
 	if err != nil {
 		return "", err
 	}
-	if len(body) > maxTokenRequestBody {
-		return "", errors.New("it is over 64 KiB")
-	}
-	if strings.TrimSpace(string(body)) == "" {
-		return "", nil
-	}
-	if isJSON(r.Header["Content-Type"]) {
+	if trimmed := strings.TrimSpace(string(body)); strings.HasPrefix(trimmed, "{") || isJSON(r.Header["Content-Type"]) && trimmed != "" {
 		var req struct {
 			GrantType *json.RawMessage `json:"grant_type"`
 		}
 		if err := json.Unmarshal(body, &req); err != nil {
 			return "", errors.New("it is not a JSON object")
 		}
-		if req.GrantType == nil {
-			return "", nil
+		if req.GrantType != nil {
+			var grant string
+			if err := json.Unmarshal(*req.GrantType, &grant); err != nil {
+				return "", errors.New("its grant_type is not a string")
+			}
+			grants = append(grants, grant)
 		}
-		var grant string
-		if err := json.Unmarshal(*req.GrantType, &grant); err != nil {
-			return "", errors.New("its grant_type is not a string")
+	} else if trimmed != "" {
+		form, err := url.ParseQuery(string(body))
+		if err != nil {
+			return "", errors.New("it is not a form")
 		}
-		return grant, nil
+		grants = append(grants, form["grant_type"]...)
 	}
-	form, err := url.ParseQuery(string(body))
-	if err != nil {
-		return "", errors.New("it is not a form")
-	}
-	grants := form["grant_type"]
 	for _, g := range grants[min(len(grants), 1):] {
 		if g != grants[0] {
 			return "", errors.New("it names two grant types")
@@ -96,6 +91,25 @@ func grantType(r *http.Request) (string, error) {
 		return "", nil
 	}
 	return grants[0], nil
+}
+
+// readTokenRequest reads a token request's body, up to 64 KiB. A
+// compressed one is refused: the grant it names could not be checked.
+func readTokenRequest(r *http.Request) ([]byte, error) {
+	if r.Body == nil {
+		return nil, nil
+	}
+	if ce := r.Header["Content-Encoding"]; len(ce) > 0 && !strings.EqualFold(ce[0], "identity") {
+		return nil, errors.New("it is compressed")
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxTokenRequestBody+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > maxTokenRequestBody {
+		return nil, errors.New("it is over 64 KiB")
+	}
+	return body, nil
 }
 
 // isJSON reports whether a Content-Type is JSON (application/json, or a

@@ -73,6 +73,10 @@ func newRealDinie(t *testing.T) *realDinie {
 			return
 		}
 		fmt.Fprintf(w, "dinie saw %s %s", r.Method, r.URL.Path)
+		// An SDK's write carries its key: the echo shows it came through.
+		if key := r.Header.Get("X-Idempotency-Key"); key != "" {
+			fmt.Fprintf(w, " with X-Idempotency-Key %s", key)
+		}
 	}))
 	return d
 }
@@ -159,8 +163,8 @@ func needClient(t *testing.T, name, tool string) {
 // TestRealClientsThroughHTTPProxy sends requests for Dinie's http:// URL
 // through the proxy from the clients apps are built on, each set up only
 // with the environment docs/modes-and-clients.md gives it (HTTP_PROXY and http_proxy,
-// NO_PROXY and no_proxy): each reaches Dinie with the proxy's token, and a
-// request for another host is refused.
+// NO_PROXY and no_proxy, and Java's system properties): each reaches Dinie
+// with the proxy's token, and a request for another host is refused.
 func TestRealClientsThroughHTTPProxy(t *testing.T) {
 	needDinieHost(t)
 	d := newRealDinie(t)
@@ -179,6 +183,8 @@ func TestRealClientsThroughHTTPProxy(t *testing.T) {
 		t.Fatalf("build the Go client: %v\n%s", err, out)
 	}
 	nodeScript, _ := filepath.Abs("testdata/node/client.mjs")
+	javaClient, _ := filepath.Abs("testdata/java/Client.java")
+	_, proxyPort, _ := net.SplitHostPort(p.proxyAddr)
 	const pyUrllib = `import sys, urllib.request, urllib.error
 try:
     r = urllib.request.urlopen(sys.argv[1])
@@ -188,28 +194,35 @@ except urllib.error.HTTPError as e:
 	const pyRequests = `import sys, requests
 r = requests.get(sys.argv[1]); print(r.status_code); print(r.text)`
 
-	// Each client prints the status on its first line, then the body.
+	// Each client prints the status on its first line, then the body; env
+	// is what it needs beyond the proxy variables, as the table in
+	// docs/modes-and-clients.md gives it.
 	clients := []struct {
 		name, tool string
+		env        []string
 		argv       func(url string) []string
 	}{
-		{"curl", "curl", func(u string) []string {
+		{"curl", "curl", nil, func(u string) []string {
 			return []string{"curl", "-sS", "-w", "%{http_code}\n", "-o", "/dev/stderr", u}
 		}},
-		{"wget", "wget", func(u string) []string { return []string{"wget", "-q", "-S", "-O", "-", "--content-on-error", u} }},
-		{"python urllib", "python3", func(u string) []string { return []string{"python3", "-c", pyUrllib, u} }},
-		{"python requests", "python3", func(u string) []string { return []string{"python3", "-c", pyRequests, u} }},
-		{"go net/http", "go", func(u string) []string { return []string{goClient, u} }},
-		{"node undici ProxyAgent", "node", func(u string) []string { return []string{"node", nodeScript, "proxyagent", u} }},
-		{"node undici EnvHttpProxyAgent", "node", func(u string) []string { return []string{"node", nodeScript, "envproxyagent", u} }},
-		{"node fetch with EnvHttpProxyAgent as global dispatcher", "node", func(u string) []string { return []string{"node", nodeScript, "globalfetch", u} }},
+		{"wget", "wget", nil, func(u string) []string { return []string{"wget", "-q", "-S", "-O", "-", "--content-on-error", u} }},
+		{"python urllib", "python3", nil, func(u string) []string { return []string{"python3", "-c", pyUrllib, u} }},
+		{"python requests", "python3", nil, func(u string) []string { return []string{"python3", "-c", pyRequests, u} }},
+		{"go net/http", "go", nil, func(u string) []string { return []string{goClient, u} }},
+		{"node undici ProxyAgent", "node", nil, func(u string) []string { return []string{"node", nodeScript, "proxyagent", u} }},
+		{"node undici EnvHttpProxyAgent", "node", nil, func(u string) []string { return []string{"node", nodeScript, "envproxyagent", u} }},
+		{"node fetch with EnvHttpProxyAgent as global dispatcher", "node", nil, func(u string) []string { return []string{"node", nodeScript, "globalfetch", u} }},
+		// Java ignores HTTP_PROXY: its system properties name the proxy.
+		{"java HttpURLConnection", "java", []string{"JAVA_TOOL_OPTIONS=-Dhttp.proxyHost=127.0.0.1 -Dhttp.proxyPort=" + proxyPort},
+			func(u string) []string { return []string{"java", javaClient, u} }},
 	}
-	env := append(os.Environ(),
+	base := append(os.Environ(),
 		"HTTP_PROXY="+p.proxyURL, "http_proxy="+p.proxyURL,
 		"NO_PROXY=127.0.0.1,localhost", "no_proxy=127.0.0.1,localhost")
 	for _, c := range clients {
 		t.Run(c.name, func(t *testing.T) {
 			needClient(t, c.name, c.tool)
+			env := append(append([]string(nil), base...), c.env...)
 			before := len(d.seenRequests())
 			status, body := runClient(t, env, c.argv("http://"+dinieHost+"/api/v3/customers?limit=1"))
 			if status != 200 || !strings.Contains(body, "dinie saw GET /api/v3/customers") {
@@ -226,7 +239,7 @@ r = requests.get(sys.argv[1]); print(r.status_code); print(r.text)`
 	}
 	t.Run("node fetch, base URL", func(t *testing.T) {
 		needTool(t, "node")
-		status, body := runClient(t, env, []string{"node", nodeScript, "fetch", p.proxyURL + "/customers"})
+		status, body := runClient(t, base, []string{"node", nodeScript, "fetch", p.proxyURL + "/customers"})
 		if status != 200 || !strings.Contains(body, "dinie saw GET /api/v3/customers") {
 			t.Errorf("status %d, body %q", status, body)
 		}
@@ -245,7 +258,8 @@ func (d *realDinie) seenRequests() []string {
 }
 
 // runClient runs a client and reads the status it reports: the first line
-// of its output, or (wget) the status line it prints with -S.
+// of its output, or (wget) the status line it prints with -S; 0 when wget
+// was refused a tunnel.
 func runClient(t *testing.T, env, argv []string) (int, string) {
 	t.Helper()
 	cmd := exec.Command(argv[0], argv[1:]...)
@@ -272,6 +286,11 @@ func runClient(t *testing.T, env, argv []string) (int, string) {
 				n, _ := strconv.Atoi(f[1])
 				return n, out
 			}
+		}
+		// A refused CONNECT is no answer to wget: it prints only the
+		// reason phrase, so the caller looks for that.
+		if strings.Contains(stderr.String(), "Proxy tunneling failed: ") {
+			return 0, stderr.String()
 		}
 		t.Fatalf("wget printed no status line: %s", stderr.String())
 	}

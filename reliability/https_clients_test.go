@@ -66,6 +66,10 @@ except requests.exceptions.ProxyError as e:
     if not m: raise
     print(m.group(1)); print(e)`
 	_, proxyPort, _ := net.SplitHostPort(p.proxyAddr)
+	wgetrc := filepath.Join(dir, "wgetrc")
+	if err := os.WriteFile(wgetrc, []byte("ca_certificate = "+caCert+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	// Each client prints the status on its first line, then the body; env
 	// is its trust setting, as the table in docs/modes-and-clients.md gives it.
@@ -84,6 +88,15 @@ except requests.exceptions.ProxyError as e:
 		{"node undici ProxyAgent", "node", []string{"NODE_EXTRA_CA_CERTS=" + caCert}, func(u string) []string { return []string{"node", nodeScript, "proxyagent", u} }},
 		{"node undici EnvHttpProxyAgent", "node", []string{"NODE_EXTRA_CA_CERTS=" + caCert}, func(u string) []string { return []string{"node", nodeScript, "envproxyagent", u} }},
 		{"node fetch with EnvHttpProxyAgent as global dispatcher", "node", []string{"NODE_EXTRA_CA_CERTS=" + caCert}, func(u string) []string { return []string{"node", nodeScript, "globalfetch", u} }},
+		// wget reads no variable for its CA: the option, or the same
+		// setting in a wgetrc file that WGETRC names. -nv, not -q: a refused
+		// tunnel's reason phrase is all wget tells of it.
+		{"wget --ca-certificate", "wget", nil, func(u string) []string {
+			return []string{"wget", "-nv", "-S", "-O", "-", "--content-on-error", "--ca-certificate=" + caCert, u}
+		}},
+		{"wget with ca_certificate in WGETRC", "wget", []string{"WGETRC=" + wgetrc}, func(u string) []string {
+			return []string{"wget", "-nv", "-S", "-O", "-", "--content-on-error", u}
+		}},
 		{"java HttpURLConnection", "java", []string{"JAVA_TOOL_OPTIONS=-Djavax.net.ssl.trustStore=" + store + " -Djavax.net.ssl.trustStoreType=PKCS12" +
 			" -Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort=" + proxyPort}, func(u string) []string { return []string{"java", javaClient, u} }},
 	}
@@ -101,9 +114,9 @@ except requests.exceptions.ProxyError as e:
 				t.Errorf("Dinie's https URL: status %d, body %q", status, body)
 			}
 			status, body = runHTTPSClient(t, env, c.argv("https://elsewhere.test/api/v3/customers"))
-			// Go keeps only the reason phrase of a refused CONNECT.
-			goRefused := status == 0 && strings.Contains(body, "Only "+dinieHost+" goes through this proxy")
-			if status != 403 && !goRefused {
+			// Go and wget keep only the reason phrase of a refused CONNECT.
+			phraseOnly := status == 0 && strings.Contains(body, "Only "+dinieHost+" goes through this proxy")
+			if status != 403 && !phraseOnly {
 				t.Errorf("another host: status %d (%q), want 403", status, body)
 			}
 			if n := len(d.seenRequests()) - before; n != 1 {
@@ -111,6 +124,36 @@ except requests.exceptions.ProxyError as e:
 			}
 		})
 	}
+	// A Dinie SDK given Dinie's https:// base URL and `dispatcher: new
+	// EnvHttpProxyAgent()`: the proxy answers its token request with the
+	// stand-in (never Dinie's token), and its read and its write reach Dinie
+	// with the proxy's token, the write's X-Idempotency-Key intact.
+	t.Run("node Dinie SDK with EnvHttpProxyAgent as dispatcher", func(t *testing.T) {
+		needClient(t, "node sdk", "node")
+		sdkScript, _ := filepath.Abs("testdata/node/sdk.mjs")
+		env := append(append([]string(nil), base...), "NODE_EXTRA_CA_CERTS="+caCert)
+		before := len(d.seenRequests())
+		status, body := runClient(t, env, []string{"node", sdkScript, "https://" + dinieURL})
+		if status != 200 {
+			t.Errorf("Dinie's https URL: status %d, body %q", status, body)
+		}
+		for _, want := range []string{
+			`token 200 {"access_token":"dinie-auth-proxy-stand-in-token"`,
+			"get 200 dinie saw GET /api/v3/customers",
+			"post 200 dinie saw POST /api/v3/customers with X-Idempotency-Key ",
+		} {
+			if !strings.Contains(body, want) {
+				t.Errorf("the SDK's requests: no %q in %q", want, body)
+			}
+		}
+		status, body = runClient(t, env, []string{"node", sdkScript, "https://elsewhere.test/api/v3"})
+		if status != 403 {
+			t.Errorf("another host: status %d (%q), want 403", status, body)
+		}
+		if n := len(d.seenRequests()) - before; n != 2 {
+			t.Errorf("Dinie saw %d requests, want 2", n)
+		}
+	})
 	for _, s := range d.seenRequests() {
 		if !strings.HasSuffix(s, "Bearer "+tokenStem+"clients") {
 			t.Errorf("a request reached Dinie without the proxy's token: %s", strings.Fields(s)[1])

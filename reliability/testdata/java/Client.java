@@ -1,7 +1,8 @@
 // One request the way a Java app makes it, with HttpURLConnection, which
-// reads https.proxyHost/https.proxyPort and javax.net.ssl.trustStore from
-// the system properties (JAVA_TOOL_OPTIONS), for
-// reliability/https_clients_test.go: prints the status, then the body.
+// reads http.proxyHost/http.proxyPort (reliability/clients_test.go), or
+// https.proxyHost/https.proxyPort and javax.net.ssl.trustStore
+// (reliability/https_clients_test.go), from the system properties
+// (JAVA_TOOL_OPTIONS): prints the status, then the body.
 //   java Client.java URL
 import java.io.IOException;
 import java.io.InputStream;
