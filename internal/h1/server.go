@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
-	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -341,11 +340,6 @@ func (c *serverConn) waitForRequest() bool {
 			idle = 90 * time.Second
 		}
 		c.deadline.extend(c.rwc, time.Now().Add(idle), idle)
-		// The app rarely has its next request ready the moment its answer
-		// is out, and a read that finds nothing costs a system call before
-		// the park in the netpoller: let the other connections run first
-		// (bench/README.md, as for the transport's read of an answer).
-		runtime.Gosched()
 		if _, err := c.br.Peek(1); err != nil {
 			return false
 		}
