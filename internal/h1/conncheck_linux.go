@@ -40,7 +40,7 @@ func (pc *h1conn) initPeek() {
 	pc.rawConn = rc
 	pc.peekFD = func(fd uintptr) {
 		// syscall.Recvfrom would allocate the sender's address.
-		_, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&pc.peekByte)), 1,
+		_, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&pc.peekByte)), 1,
 			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
 		pc.peekIdle = errno == syscall.EAGAIN
 	}

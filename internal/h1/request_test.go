@@ -18,22 +18,27 @@ import (
 
 // sameAsRequestWrite checks that writeRequest writes what req.Write does,
 // header lines in any order but a header's values in theirs, or fails as
-// it does. newReq makes the request afresh for each, as a body is read.
+// it does, with the body read through the writer's buffer and through a
+// buffer of its own (a small one, for many reads). newReq makes the
+// request afresh for each, as a body is read.
 func sameAsRequestWrite(t *testing.T, newReq func() *http.Request) {
 	t.Helper()
-	var want, got bytes.Buffer
+	var want bytes.Buffer
 	wantErr := newReq().Write(&want)
-	bw := bufio.NewWriter(&got)
-	gotErr := writeRequest(bw, newReq())
-	bw.Flush()
-	if (wantErr == nil) != (gotErr == nil) {
-		t.Fatalf("writeRequest error %v, Request.Write error %v", gotErr, wantErr)
-	}
-	if wantErr != nil {
-		return
-	}
-	if g, w := normalizeHead(got.String()), normalizeHead(want.String()); g != w {
-		t.Errorf("writeRequest wrote\n%q\nRequest.Write wrote\n%q", g, w)
+	for _, buf := range [][]byte{nil, make([]byte, 3)} {
+		var got bytes.Buffer
+		bw := bufio.NewWriter(&got)
+		gotErr := writeRequest(bw, newReq(), buf)
+		bw.Flush()
+		if (wantErr == nil) != (gotErr == nil) {
+			t.Fatalf("writeRequest (buffer of %d) error %v, Request.Write error %v", len(buf), gotErr, wantErr)
+		}
+		if wantErr != nil {
+			continue
+		}
+		if g, w := normalizeHead(got.String()), normalizeHead(want.String()); g != w {
+			t.Errorf("writeRequest (buffer of %d) wrote\n%q\nRequest.Write wrote\n%q", len(buf), g, w)
+		}
 	}
 }
 
@@ -160,7 +165,7 @@ func TestWriteRequestLeavesTheUnusualToRequestWrite(t *testing.T) {
 	}
 	var buf bytes.Buffer
 	bw := bufio.NewWriter(&buf)
-	if err := writeRequest(bw, withTrace); err != nil {
+	if err := writeRequest(bw, withTrace, nil); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Contains(traced, "Accept") {
@@ -187,7 +192,7 @@ func TestWriteRequestClosesTheBody(t *testing.T) {
 		body := &closeRecorder{Reader: strings.NewReader(tc.body)}
 		req := newOutbound("POST", "https://api.example/x", nil)
 		req.Body, req.ContentLength = body, tc.n
-		writeRequest(bufio.NewWriter(io.Discard), req)
+		writeRequest(bufio.NewWriter(io.Discard), req, nil)
 		if !body.closed {
 			t.Errorf("body %q with ContentLength %d: not closed", tc.body, tc.n)
 		}

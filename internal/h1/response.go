@@ -59,7 +59,9 @@ func (r *response) GuardsFraming() bool { return true }
 
 // Hijack hands the connection to the handler, as net/http's Hijacker does:
 // what the app sent after the request is in the returned reader. Only
-// before the answer has begun.
+// before the answer has begun. The connection is the one the server reads
+// and writes: for TCP, with the raw reads and writes of sysConn, so that a
+// tunnel's TLS or relay spares the scheduler as the server does.
 func (r *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if r.wroteHeader {
 		return nil, nil, errors.New("h1: Hijack after the answer began")
@@ -67,7 +69,7 @@ func (r *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c := r.c
 	c.hijacked = true
 	c.watched.Store(false)
-	return c.rwc, bufio.NewReadWriter(c.br, c.bw), nil
+	return c.sock, bufio.NewReadWriter(c.br, c.bw), nil
 }
 
 func (r *response) WriteHeader(code int) {

@@ -226,8 +226,9 @@ func (s *Server) newConn(rwc net.Conn) *serverConn {
 		maxHeader = 1 << 20
 	}
 	c := &serverConn{s: s, rwc: rwc, remoteAddr: rwc.RemoteAddr().String(), headerLimit: int64(maxHeader) + 4096}
-	c.lr.r, c.lr.remain = rwc, c.headerLimit
-	c.sw.conn, c.sw.timeout = rwc, s.WriteStallTimeout
+	c.sock = newSysConn(rwc)
+	c.lr.r, c.lr.remain = c.sock, c.headerLimit
+	c.sw.conn, c.sw.timeout = c.sock, s.WriteStallTimeout
 	if c.sw.timeout <= 0 {
 		c.sw.timeout = 60 * time.Second
 	}
@@ -258,6 +259,7 @@ const (
 type serverConn struct {
 	s           *Server
 	rwc         net.Conn
+	sock        net.Conn // rwc, or the same socket with cheaper reads and writes (sysconn_linux.go)
 	remoteAddr  string
 	tlsState    *tls.ConnectionState // set for a *tls.Conn: every request's TLS
 	lr          limitReader

@@ -37,7 +37,15 @@ type Transport struct {
 
 	mu   sync.Mutex
 	idle []*h1conn // a stack: the most recently used on top, so it is warm
+
+	// bodyBufs lends the buffers that request bodies larger than a
+	// connection's writer are read through (writeBody).
+	bodyBufs sync.Pool
 }
+
+// bodyBufSize is the size of a bodyBufs buffer: the largest read that
+// loopback's 64 KiB packets can fill at once.
+const bodyBufSize = 64 << 10
 
 // TransportConfig configures NewTransport. The zero value works.
 type TransportConfig struct {
@@ -225,7 +233,19 @@ func (t *Transport) exchange(ctx context.Context, pc *h1conn, req *http.Request)
 		w.release()
 		return nil, err
 	}
-	if err := writeRequest(pc.bw, req); err != nil {
+	var buf *[]byte
+	if req.ContentLength > int64(pc.bw.Available()) {
+		buf, _ = t.bodyBufs.Get().(*[]byte)
+		if buf == nil {
+			b := make([]byte, bodyBufSize)
+			buf = &b
+		}
+	}
+	err := writeRequest(pc.bw, req, derefBuf(buf))
+	if buf != nil {
+		t.bodyBufs.Put(buf)
+	}
+	if err != nil {
 		return fail(err)
 	}
 	if err := pc.bw.Flush(); err != nil {
@@ -257,6 +277,13 @@ func (t *Transport) exchange(ctx context.Context, pc *h1conn, req *http.Request)
 	}
 	resp.Body = body
 	return resp, nil
+}
+
+func derefBuf(b *[]byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return *b
 }
 
 // readResponse reads the answer's head, past any 1xx (100 Continue, 103
@@ -402,13 +429,15 @@ func (t *Transport) dial(ctx context.Context) (*h1conn, error) {
 	conn := raw
 	var under *noWaitConn
 	if t.tls != nil {
-		under = &noWaitConn{Conn: raw}
+		under = &noWaitConn{Conn: newSysConn(raw)}
 		tc := tls.Client(under, t.tls)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			raw.Close()
 			return nil, &DialError{Addr: t.addr, Err: fmt.Errorf("tls: %w", err)}
 		}
 		conn = tc
+	} else {
+		conn = newSysConn(raw)
 	}
 	pc := &h1conn{
 		conn:   conn,
