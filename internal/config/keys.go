@@ -17,7 +17,8 @@ import (
 
 // key is one configuration key, as docs/configuration.md lists them. Its
 // set parses and checks a non-empty value into Settings: each key is
-// checked here and nowhere else (rules.go checks what spans several keys).
+// checked here and nowhere else (load.go's rules check what spans several
+// keys).
 type key struct {
 	name  string
 	def   string // empty: unset
