@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dinie/dinie-auth-proxy/proxy"
 )
 
 // TestRealClientsThroughHTTPSProxy sends requests for Dinie's unchanged
@@ -138,7 +140,7 @@ except requests.exceptions.ProxyError as e:
 			t.Errorf("Dinie's https URL: status %d, body %q", status, body)
 		}
 		for _, want := range []string{
-			`token 200 {"access_token":"dinie-auth-proxy-stand-in-token"`,
+			`token 200 {"access_token":"` + proxy.StandInToken + `"`,
 			"get 200 dinie saw GET /api/v3/customers",
 			"post 200 dinie saw POST /api/v3/customers with X-Idempotency-Key ",
 		} {
