@@ -181,10 +181,20 @@ func (a *app) handler(requests http.RoundTripper) (*proxy.Handler, error) {
 		Passthrough:       cfg.Intercept.Passthrough,
 		MaxTunnels:        cfg.MaxTunnels,
 	})
-	if pe, ok := errors.AsType[*tunnel.PatternError](err); ok {
-		return nil, config.Invalid("intercept.passthrough", pe.Err)
+	if err != nil {
+		return nil, passthroughInvalid(err)
 	}
-	return h, err
+	return h, nil
+}
+
+// passthroughInvalid is invalid configuration (exit 2) for a pattern of
+// intercept.passthrough the tunnel package refused, and err unchanged for
+// anything else: the serving proxy and --check report it alike.
+func passthroughInvalid(err error) error {
+	if pe, ok := errors.AsType[*tunnel.PatternError](err); ok {
+		return config.Invalid("intercept.passthrough", pe.Err)
+	}
+	return err
 }
 
 // newServers puts a server on each listener: the proxy (with the tunnels
