@@ -38,6 +38,8 @@ type app struct {
 	// listeners are closed by close, whatever happened; Shutdown has
 	// usually closed them already.
 	listeners []net.Listener
+	// proxyAddr is where listen.proxy was bound: its port, when the key
+	// asked for :0.
 	proxyAddr net.Addr
 }
 
@@ -87,7 +89,7 @@ func newApp(cfg *config.Settings, demo bool, log *zap.Logger, stdout io.Writer) 
 	if a.cache, err = newTokenCache(a.cfg, standard, log, a.reg); err != nil {
 		return nil, err
 	}
-	handler, err := a.handler(requests, proxyLn.Addr())
+	handler, err := a.handler(requests)
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +101,7 @@ func newApp(cfg *config.Settings, demo bool, log *zap.Logger, stdout io.Writer) 
 		zap.String("upstream", a.cfg.UpstreamURL.String()))
 	log.Sync() // the start is worth seeing at once; the rest may wait a second
 	if a.demo != nil {
-		a.demo.banner(stdout, a.cfg, proxyLn.Addr(), a.interception.caFile())
+		a.demo.banner(stdout, a.cfg, a.proxyAddr, a.interception.caFile())
 	}
 	return a, nil
 }
@@ -154,7 +156,7 @@ func newTokenCache(cfg *config.Settings, standard *http.Transport, log *zap.Logg
 
 // handler is what apps talk to; it runs its own servers, one for the app's
 // connections and one for the requests inside the tunnels it opens.
-func (a *app) handler(requests http.RoundTripper, proxyAddr net.Addr) (*proxy.Handler, error) {
+func (a *app) handler(requests http.RoundTripper) (*proxy.Handler, error) {
 	cfg := a.cfg
 	h, err := proxy.New(proxy.Config{
 		Upstream:          cfg.UpstreamURL,
@@ -172,17 +174,27 @@ func (a *app) handler(requests http.RoundTripper, proxyAddr net.Addr) (*proxy.Ha
 		SessionTokensMax:  cfg.SessionTokensMax,
 		Logger:            a.log.Named("proxy"),
 		Registerer:        a.reg,
-		ListenAddr:        proxyAddr.String(),
+		ListenAddr:        a.proxyAddr.String(),
 		NewServer:         func(h http.Handler) proxy.Server { return newProxyServer(cfg.ProxyServer, h, a.log) },
 		Intercept:         a.interception.tlsConfig(),
 		InterceptCAFile:   a.interception.caFile(),
 		Passthrough:       cfg.Intercept.Passthrough,
 		MaxTunnels:        cfg.MaxTunnels,
 	})
-	if pe, ok := errors.AsType[*tunnel.PatternError](err); ok {
-		return nil, config.Invalid("intercept.passthrough", pe.Err)
+	if err != nil {
+		return nil, passthroughInvalid(err)
 	}
-	return h, err
+	return h, nil
+}
+
+// passthroughInvalid is invalid configuration (exit 2) for a pattern of
+// intercept.passthrough the tunnel package refused, and err unchanged for
+// anything else: the serving proxy and --check report it alike.
+func passthroughInvalid(err error) error {
+	if pe, ok := errors.AsType[*tunnel.PatternError](err); ok {
+		return config.Invalid("intercept.passthrough", pe.Err)
+	}
+	return err
 }
 
 // newServers puts a server on each listener: the proxy (with the tunnels

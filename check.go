@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -20,8 +19,8 @@ import (
 func check(ctx context.Context, cfg *config.Settings, log *zap.Logger, stdout io.Writer) error {
 	// The tunnel package is the one that reads the patterns; it is asked
 	// here because the check opens no tunnel.
-	if err := tunnel.CheckPatterns(cfg.Intercept.Passthrough); err != nil {
-		return config.Invalid("intercept.passthrough", errors.Unwrap(err))
+	if err := passthroughInvalid(tunnel.CheckPatterns(cfg.Intercept.Passthrough)); err != nil {
+		return err
 	}
 	cache, err := newTokenCache(cfg, standardTransport(cfg, nil), log, prometheus.NewRegistry())
 	if err != nil {

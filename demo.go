@@ -23,7 +23,7 @@ import (
 	"github.com/dinie/dinie-auth-proxy/internal/config"
 )
 
-// The demo (docs/modes-and-clients.md, "Demo") runs the proxy against a
+// The demo (docs/modes-and-clients.md, "The demo") runs the proxy against a
 // mock of the Dinie API served in this process, so that a new user sees
 // every mode work with no credentials. The mock answers for a host name,
 // not a loopback address: clients never send requests for loopback through

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dinie/dinie-auth-proxy/internal/testkit"
 )
 
 // demoEcho is what the demo's mock echoes.
@@ -183,10 +185,12 @@ func TestDemoWithoutInterception(t *testing.T) {
 // The CA directory the demo made for itself is gone once it stops.
 func TestDemoRemovesItsCADir(t *testing.T) {
 	r := start(t, map[string]string{}, "--demo", "--intercept.enabled", "--listen.proxy", "127.0.0.1:0", "--listen.admin", "127.0.0.1:0")
-	m := regexp.MustCompile(`--cacert '([^']+)/ca.crt'`).FindStringSubmatch(r.stdout.String())
-	if m == nil {
-		t.Fatalf("no CA file in the banner:\n%s", r.stdout.String())
-	}
+	// start returns at the listening log line; the banner follows it.
+	var m []string
+	testkit.Eventually(t, "the banner's CA file", func() bool {
+		m = regexp.MustCompile(`--cacert '([^']+)/ca.crt'`).FindStringSubmatch(r.stdout.String())
+		return m != nil
+	})
 	if _, err := os.Stat(m[1]); err != nil {
 		t.Fatal(err)
 	}

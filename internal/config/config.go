@@ -126,12 +126,7 @@ const (
 	Standard
 )
 
-func (i Implementation) String() string {
-	if i == Standard {
-		return "standard"
-	}
-	return "http1"
-}
+func (i Implementation) String() string { return wordOf(implementations, i) }
 
 // PassBearer is auth.pass_bearer: which Bearer tokens an app sends are
 // passed on unchanged.
@@ -145,12 +140,7 @@ const (
 	PassAny
 )
 
-func (p PassBearer) String() string {
-	if p == PassAny {
-		return "any"
-	}
-	return "session"
-}
+func (p PassBearer) String() string { return wordOf(passBearers, p) }
 
 // LogFormat is log.format.
 type LogFormat int
@@ -160,12 +150,7 @@ const (
 	Console
 )
 
-func (f LogFormat) String() string {
-	if f == Console {
-		return "console"
-	}
-	return "json"
-}
+func (f LogFormat) String() string { return wordOf(logFormats, f) }
 
 // Error is invalid configuration: exit status 2, one line that names the
 // key and what is wrong, never a secret.

@@ -72,7 +72,7 @@ var keys = []key{
 	{name: "auth.refresh_before", def: "5m", usage: "refresh the token when it has this much lifetime left (never more than half its lifetime)",
 		set: duration(func(s *Settings) *time.Duration { return &s.RefreshBefore })},
 	{name: "auth.pass_bearer", def: "session", usage: "which Bearer tokens an app sends are passed on unchanged: session, the session tokens Dinie issued through this proxy; any, every Bearer but the stand-in",
-		set: oneOf(func(s *Settings) *PassBearer { return &s.PassBearer }, []choice[PassBearer]{{"session", PassSession}, {"any", PassAny}})},
+		set: oneOf(func(s *Settings) *PassBearer { return &s.PassBearer }, passBearers)},
 	{name: "auth.session_tokens_max", def: "10000", usage: "session tokens remembered at once",
 		set: number(1, "a positive number of tokens", func(s *Settings) *int { return &s.SessionTokensMax })},
 
@@ -114,7 +114,7 @@ var keys = []key{
 		set: oneOf(func(s *Settings) *zapcore.Level { return &s.LogLevel }, []choice[zapcore.Level]{
 			{"debug", zapcore.DebugLevel}, {"info", zapcore.InfoLevel}, {"warn", zapcore.WarnLevel}, {"error", zapcore.ErrorLevel}})},
 	{name: "log.format", def: "json", usage: "json or console",
-		set: oneOf(func(s *Settings) *LogFormat { return &s.LogFormat }, []choice[LogFormat]{{"json", JSON}, {"console", Console}})},
+		set: oneOf(func(s *Settings) *LogFormat { return &s.LogFormat }, logFormats)},
 	{name: "shutdown.timeout", def: "25s", usage: "how long in-flight requests may finish after SIGTERM",
 		set: duration(func(s *Settings) *time.Duration { return &s.ShutdownTimeout })},
 }
@@ -182,7 +182,24 @@ type choice[T any] struct {
 	value T
 }
 
-var implementations = []choice[Implementation]{{"http1", HTTP1}, {"standard", Standard}}
+// The words of the keys whose values are types of this package; their
+// String methods read them here too.
+var (
+	implementations = []choice[Implementation]{{"http1", HTTP1}, {"standard", Standard}}
+	passBearers     = []choice[PassBearer]{{"session", PassSession}, {"any", PassAny}}
+	logFormats      = []choice[LogFormat]{{"json", JSON}, {"console", Console}}
+)
+
+// wordOf is the word that stands for v among choices; the first, the
+// zero value's, for a value no word stands for.
+func wordOf[T comparable](choices []choice[T], v T) string {
+	for _, c := range choices {
+		if c.value == v {
+			return c.word
+		}
+	}
+	return choices[0].word
+}
 
 func oneOf[T any](field func(*Settings) *T, choices []choice[T]) func(*Settings, string) error {
 	return func(s *Settings, v string) error {

@@ -129,7 +129,7 @@ func parseArgs(args []string) (commandLine, error) {
 		if !on {
 			continue
 		}
-		switch a := switchAction(name); {
+		switch a, _ := lookupSwitch(name); {
 		case name == "demo":
 			cl.demo = true
 		case a == Help:
@@ -169,7 +169,8 @@ func isFlagArg(arg string) bool {
 
 func isFlag(name string) bool {
 	_, isKey := lookupKey(name)
-	return isKey || isSwitch(name)
+	_, isSwitch := lookupSwitch(name)
+	return isKey || isSwitch
 }
 
 func isBoolWord(s string) bool {
@@ -187,28 +188,18 @@ func parseSwitch(name, value string) (bool, error) {
 	return false, invalid("--"+name, "%q is not true or false", value)
 }
 
-func isSwitch(name string) bool {
+// lookupSwitch returns the action of the switch called name (-h is
+// --help); ok is false for a name that is no switch.
+func lookupSwitch(name string) (a Action, ok bool) {
 	if name == "h" {
-		return true
+		return Help, true
 	}
 	for _, s := range switches {
 		if s.name == name {
-			return true
+			return s.action, true
 		}
 	}
-	return false
-}
-
-func switchAction(name string) Action {
-	if name == "h" {
-		return Help
-	}
-	for _, s := range switches {
-		if s.name == name {
-			return s.action
-		}
-	}
-	return Serve
+	return Serve, false
 }
 
 func flagNames() []string {
@@ -216,8 +207,13 @@ func flagNames() []string {
 	for _, s := range switches {
 		names = append(names, s.name)
 	}
-	for _, k := range keys {
-		names = append(names, k.name)
+	return append(names, keyNames()...)
+}
+
+func keyNames() []string {
+	names := make([]string, len(keys))
+	for i, k := range keys {
+		names[i] = k.name
 	}
 	return names
 }
@@ -288,10 +284,6 @@ func readFile(path string) (map[string]string, error) {
 			values[k.name] = val
 		}
 	}
-	var names []string
-	for _, k := range keys {
-		names = append(names, k.name)
-	}
 	all := v.AllKeys()
 	sort.Strings(all)
 	for _, name := range all {
@@ -303,7 +295,7 @@ func readFile(path string) (map[string]string, error) {
 		if isSection(name) {
 			return nil, invalid(name, "not a mapping in %s; want %s.* keys under it", path, name)
 		}
-		return nil, invalid(name, "unknown key in %s; did you mean %s?", path, closest(name, names))
+		return nil, invalid(name, "unknown key in %s; did you mean %s?", path, closest(name, keyNames()))
 	}
 	return values, nil
 }
