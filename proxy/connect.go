@@ -129,11 +129,11 @@ func (h *Handler) handshake(conn net.Conn, host string) (net.Conn, error) {
 	// One shared config for every tunnel: its session ticket keys are what
 	// lets a client's next tunnel resume.
 	tc := tls.Server(conn, h.intercept)
+	// The deadline alone bounds the handshake, reads and writes alike; a
+	// context with a timeout would cost a goroutine in crypto/tls that
+	// ends it no sooner.
 	conn.SetDeadline(time.Now().Add(h.handshakeTimeout))
-	ctx, cancel := context.WithTimeout(context.Background(), h.handshakeTimeout)
-	err := tc.HandshakeContext(ctx)
-	cancel()
-	if err != nil {
+	if err := tc.Handshake(); err != nil {
 		h.metrics.tunnels.WithLabelValues("handshake_failed").Inc()
 		h.log.Warn("TLS handshake in a tunnel failed; the app may not trust the interception CA",
 			zap.String("host", host),

@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strconv"
@@ -502,42 +501,12 @@ func startLyingUpstream(t *testing.T, c transportCase) *lyingUpstream {
 	}
 	u.url = "http://" + ln.Addr().String()
 	if c.tls {
-		// httptest's certificate, on a listener of our own.
-		certSrv := httptest.NewUnstartedServer(nil)
-		certSrv.StartTLS()
-		cfg := &tls.Config{Certificates: certSrv.TLS.Certificates, DynamicRecordSizingDisabled: true}
-		u.roots = x509.NewCertPool()
-		u.roots.AddCert(certSrv.Certificate())
-		certSrv.Close()
+		var cfg *tls.Config
+		cfg, u.roots = httptestTLS()
 		ln = tls.NewListener(ln, cfg)
 		u.url = "https://" + strings.TrimPrefix(u.url, "http://")
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	var conns []net.Conn
-	var connsMu sync.Mutex
-	t.Cleanup(func() {
-		connsMu.Lock()
-		defer connsMu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	wg.Go(func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			connsMu.Lock()
-			conns = append(conns, conn)
-			connsMu.Unlock()
-			wg.Go(func() { u.serve(conn) })
-		}
-	})
+	serveEach(t, ln, u.serve)
 	return u
 }
 

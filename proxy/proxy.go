@@ -175,15 +175,19 @@ type Handler struct {
 	handshakeTimeout time.Duration
 	writeStall       time.Duration
 	prefix           string // upstream path prefix, without a trailing slash
-	escapedPrefix    string
-	upstreamTimeout  time.Duration
-	log              *zap.Logger
-	sender           *sender
-	sessions         *sessionTokens
-	passAnyBearer    bool
-	clock            Clock
-	buffers          *bufferPool
-	metrics          *metrics
+	// sessionExchange is the session exchange's path upstream, joined once:
+	// joined per request, a prefix such as /api/v3 makes it too long for
+	// the stack, and every POST would allocate it.
+	sessionExchange string
+	escapedPrefix   string
+	upstreamTimeout time.Duration
+	log             *zap.Logger
+	sender          *sender
+	sessions        *sessionTokens
+	passAnyBearer   bool
+	clock           Clock
+	buffers         *bufferPool
+	metrics         *metrics
 	// serving counts the requests in ServeHTTP, against maxInFlight: an
 	// atomic add and compare, so that the bound costs no lock.
 	serving     atomic.Int64
@@ -241,6 +245,7 @@ func New(cfg Config) (*Handler, error) {
 		writeStall:       cmp.Or(cfg.WriteStallTimeout, defaultWriteStall),
 		prefix:           strings.TrimSuffix(cfg.Upstream.Path, "/"),
 		escapedPrefix:    strings.TrimSuffix(cfg.Upstream.EscapedPath(), "/"),
+		sessionExchange:  strings.TrimSuffix(cfg.Upstream.Path, "/") + sessionExchangePath,
 		upstreamTimeout:  cfg.UpstreamTimeout,
 		log:              cfg.Logger,
 		teTrailers:       []string{"trailers"},

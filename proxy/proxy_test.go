@@ -160,15 +160,7 @@ func newEnv(t testing.TB, tls bool, opts ...envOption) *env {
 		t.Fatal(err)
 	}
 	e.handler = h
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		h.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		h.Close()
-		<-done
-	})
+	runServer(t, h, ln)
 	e.proxy = served{"http://" + ln.Addr().String()}
 	return e
 }
@@ -221,7 +213,13 @@ func serveOn(t testing.TB, ln net.Listener, h http.Handler, netServer bool) serv
 		t.Cleanup(srv.Close)
 		return served{srv.URL}
 	}
-	srv := &h1.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	runServer(t, newServer(h, false), ln)
+	return served{"http://" + ln.Addr().String()}
+}
+
+// runServer serves ln with srv until the test ends, and then closes srv
+// and waits for Serve to return.
+func runServer(t testing.TB, srv proxy.Server, ln net.Listener) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -231,7 +229,6 @@ func serveOn(t testing.TB, ln net.Listener, h http.Handler, netServer bool) serv
 		srv.Close()
 		<-done
 	})
-	return served{"http://" + ln.Addr().String()}
 }
 
 // standardTransport is net/http's transport as main sets it up for

@@ -95,8 +95,10 @@ type retryState struct {
 // the outbound request's private map). Every request counts towards the
 // retry budget, SDK requests too: they are the apps' load.
 func (p *retryPolicy) begin(req *http.Request) retryState {
+	var now time.Time
 	if p.budget != nil {
-		p.budget.request()
+		now = p.clock.Now()
+		p.budget.request(now)
 	}
 	h := req.Header
 	// Dinie's SDKs retry on their own: retrying under them would multiply
@@ -110,7 +112,8 @@ func (p *retryPolicy) begin(req *http.Request) retryState {
 	if p.retries <= 0 || !Resendable(req) {
 		return retryState{}
 	}
-	return retryState{left: p.retries, arrived: p.clock.Now()}
+	// p.retries > 0, so p.budget is set and now was read.
+	return retryState{left: p.retries, arrived: now}
 }
 
 // sdkUserAgent starts the User-Agent of both official SDKs

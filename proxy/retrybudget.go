@@ -1,6 +1,9 @@
 package proxy
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // The retry budget (docs/operations.md, "Retries"): retries started in the last
 // budgetWindow seconds may be at most budgetPercent of the requests
@@ -41,11 +44,13 @@ func (b *retryBudget) slot(now int64) *budgetSlot {
 	return s
 }
 
-// request counts a request received.
-func (b *retryBudget) request() {
-	now := b.clock.Now().Unix()
+// request counts a request received at now: the caller's clock reading,
+// which it keeps as the request's arrival, so that a request reads the
+// clock once.
+func (b *retryBudget) request(now time.Time) {
+	sec := now.Unix()
 	b.mu.Lock()
-	b.slot(now).requests++
+	b.slot(sec).requests++
 	b.mu.Unlock()
 }
 

@@ -10,7 +10,7 @@ func TestRetryBudget(t *testing.T) {
 	b := newRetryBudget(clock)
 	// Fewer than 15 requests: at least 3 retries.
 	for range 5 {
-		b.request()
+		b.request(clock.Now())
 	}
 	for i := range 4 {
 		if got, want := b.take(), i < 3; got != want {
@@ -19,7 +19,7 @@ func TestRetryBudget(t *testing.T) {
 	}
 	// 50 requests in all: a fifth is 10, 3 taken already.
 	for range 45 {
-		b.request()
+		b.request(clock.Now())
 	}
 	for i := range 8 {
 		if got, want := b.take(), i < 7; got != want {

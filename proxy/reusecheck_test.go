@@ -8,10 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -129,77 +127,51 @@ func startStrayUpstream(t *testing.T, useTLS bool, timing strayTiming) *strayUps
 	u.url = "http://" + ln.Addr().String()
 	var cfg *tls.Config
 	if useTLS {
-		certSrv := httptest.NewUnstartedServer(nil)
-		certSrv.StartTLS()
-		cfg = &tls.Config{Certificates: certSrv.TLS.Certificates, DynamicRecordSizingDisabled: true}
-		u.roots = x509.NewCertPool()
-		u.roots.AddCert(certSrv.Certificate())
-		certSrv.Close()
+		cfg, u.roots = httptestTLS()
 		u.url = "https://" + ln.Addr().String()
 	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var open []net.Conn
 	done := make(chan struct{})
-	t.Cleanup(func() {
-		close(done)
-		ln.Close()
-		mu.Lock()
-		for _, c := range open {
-			c.Close()
+	serveEach(t, ln, func(raw net.Conn) {
+		defer raw.Close()
+		held := &heldConn{Conn: raw}
+		var conn net.Conn = held
+		if cfg != nil {
+			conn = tls.Server(held, cfg)
 		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			raw, err := ln.Accept()
+		br := bufio.NewReader(conn)
+		for n := 0; ; n++ {
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			open = append(open, raw)
-			mu.Unlock()
-			wg.Go(func() {
-				defer raw.Close()
-				held := &heldConn{Conn: raw}
-				var conn net.Conn = held
-				if cfg != nil {
-					conn = tls.Server(held, cfg)
+			io.Copy(io.Discard, req.Body)
+			if n == 0 {
+				u.conns.Add(1)
+			}
+			answer := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
+			switch timing {
+			case strayLater:
+				io.WriteString(conn, answer)
+				select {
+				case <-u.answerIn:
+				case <-done:
+					return
 				}
-				br := bufio.NewReader(conn)
-				for n := 0; ; n++ {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, req.Body)
-					if n == 0 {
-						u.conns.Add(1)
-					}
-					answer := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
-					switch timing {
-					case strayLater:
-						io.WriteString(conn, answer)
-						select {
-						case <-u.answerIn:
-						case <-done:
-							return
-						}
-						io.WriteString(conn, smuggled)
-					case straySameWrite:
-						io.WriteString(conn, answer+smuggled)
-					case strayOwnRecord:
-						held.hold()
-						io.WriteString(conn, answer)
-						io.WriteString(conn, smuggled)
-						held.release()
-					}
-					u.strayOut <- struct{}{}
-				}
-			})
+				io.WriteString(conn, smuggled)
+			case straySameWrite:
+				io.WriteString(conn, answer+smuggled)
+			case strayOwnRecord:
+				held.hold()
+				io.WriteString(conn, answer)
+				io.WriteString(conn, smuggled)
+				held.release()
+			}
+			u.strayOut <- struct{}{}
 		}
 	})
+	// Registered after serveEach's cleanup, so run before it: an answer
+	// waiting for the app lets go before the connections are waited for.
+	t.Cleanup(func() { close(done) })
 	return u
 }
 

@@ -169,7 +169,7 @@ func (h *Handler) passedBearer(auth []string) []string {
 // isSessionExchange reports whether out, as sent upstream, is the
 // session exchange.
 func (h *Handler) isSessionExchange(out *http.Request) bool {
-	return out.Method == http.MethodPost && out.URL.Path == h.prefix+sessionExchangePath
+	return out.Method == http.MethodPost && out.URL.Path == h.sessionExchange
 }
 
 // rememberSession reads the session exchange's 200 answer for the token

@@ -100,6 +100,10 @@ func NewTransport(upstream *url.URL, cfg TransportConfig) (*Transport, error) {
 	if t.dialContext == nil {
 		t.dialContext = (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext
 	}
+	t.bodyBufs.New = func() any {
+		b := make([]byte, bodyBufSize)
+		return &b
+	}
 	port := upstream.Port()
 	switch upstream.Scheme {
 	case "https":
@@ -233,17 +237,15 @@ func (t *Transport) exchange(ctx context.Context, pc *h1conn, req *http.Request)
 		w.release()
 		return nil, err
 	}
-	var buf *[]byte
+	var lent *[]byte
+	var buf []byte
 	if req.ContentLength > int64(pc.bw.Available()) {
-		buf, _ = t.bodyBufs.Get().(*[]byte)
-		if buf == nil {
-			b := make([]byte, bodyBufSize)
-			buf = &b
-		}
+		lent = t.bodyBufs.Get().(*[]byte)
+		buf = *lent
 	}
-	err := writeRequest(pc.bw, req, derefBuf(buf))
-	if buf != nil {
-		t.bodyBufs.Put(buf)
+	err := writeRequest(pc.bw, req, buf)
+	if lent != nil {
+		t.bodyBufs.Put(lent)
 	}
 	if err != nil {
 		return fail(err)
@@ -277,13 +279,6 @@ func (t *Transport) exchange(ctx context.Context, pc *h1conn, req *http.Request)
 	}
 	resp.Body = body
 	return resp, nil
-}
-
-func derefBuf(b *[]byte) []byte {
-	if b == nil {
-		return nil
-	}
-	return *b
 }
 
 // readResponse reads the answer's head, past any 1xx (100 Continue, 103
