@@ -22,7 +22,11 @@ cleanup() {
 		kill -KILL "$pid" 2>/dev/null || true
 	done
 	wait 2>/dev/null || true
-	rm -rf "$tmp"
+	if [ -n "${BENCH_KEEP:-}" ]; then
+		say "kept $tmp"
+	else
+		rm -rf "$tmp"
+	fi
 }
 trap cleanup EXIT
 trap 'say interrupted; exit 130' INT TERM

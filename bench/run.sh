@@ -17,8 +17,11 @@
 #   BENCH_PROXY_CPU     core for the proxy under test (1)
 #   BENCH_UPSTREAM      nginx (default) or go: what serves the fake Dinie API
 #   BENCH_SIDECAR_ARGS  extra flags for dinie-auth-proxy, e.g. "--upstream.transport standard"
+#   BENCH_TESTS         which tests, as NAME/CONNS ("get/16 get/128 post64k/16");
+#                       all five when unset
 #   BENCH_PORT_BASE     first port to try (18700)
 #   BENCH_OUT           also write the result table to this file
+#   BENCH_KEEP          keep the temporary directory (logs, callgrind output)
 #   BENCH_MODE          load (default) or instructions: the sidecar alone under
 #                       callgrind, user-space instructions per GET at 16
 #                       connections (repeatable to ~1%, where wall-clock CPU
@@ -197,6 +200,16 @@ tests=(
 	"post64k 16 /api/v3/upload post.lua"
 	"get1m 16 /api/v3/blob get.lua"
 )
+
+if [ -n "${BENCH_TESTS:-}" ]; then
+	chosen=()
+	for spec in "${tests[@]}"; do
+		read -r name conns _ <<<"$spec"
+		[[ " $BENCH_TESTS " == *" $name/$conns "* ]] && chosen+=("$spec")
+	done
+	[ ${#chosen[@]} -gt 0 ] || die "BENCH_TESTS names no test (get/1 get/16 get/128 post64k/16 get1m/16)"
+	tests=("${chosen[@]}")
+fi
 
 results=$tmp/results.tsv
 : >"$results"
