@@ -35,8 +35,15 @@ type Transport struct {
 	dialContext           func(ctx context.Context, network, addr string) (net.Conn, error)
 	resendable            func(*http.Request) bool
 
+	maxDialing int
+
 	mu   sync.Mutex
 	idle []*h1conn // a stack: the most recently used on top, so it is warm
+	// dialing counts the dials in progress, at most maxDialing; waiters
+	// are the requests that found neither an idle connection nor a free
+	// dial, first come first served.
+	dialing int
+	waiters []connWaiter
 
 	// bodyBufs lends the buffers that request bodies larger than a
 	// connection's writer are read through (writeBody).
@@ -59,6 +66,11 @@ type TransportConfig struct {
 	// DialContext connects to the upstream's address. Nil means a
 	// net.Dialer with TCP keep-alives.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// MaxDialing bounds the connections being opened at once, TLS
+	// handshakes included. A request that finds no idle connection and no
+	// free dial waits for whichever comes first: a connection another
+	// request is done with, or a dial of its own. Zero means 16.
+	MaxDialing int
 	// Resendable says whether a request without a body may go again on a
 	// fresh connection when a kept-alive one turns out to have been closed
 	// before any byte of the answer came: the server may have read it. Nil
@@ -74,6 +86,12 @@ const (
 	dialTimeout  = 10 * time.Second // connecting, TLS handshake included
 	idleTimeout  = 90 * time.Second // a pooled connection older is closed
 	maxIdleConns = 512
+	// A burst of new requests would otherwise open a connection each at
+	// once, and their handshakes take the proxy's CPU in one block, a
+	// stall for every request in flight (bench/README.md, "Opening
+	// connections"); the requests beyond the bound mostly get a connection
+	// that another request is done with before a dial would finish.
+	defaultMaxDialing = 16
 )
 
 // DialError is a failure to connect to the upstream, TLS handshake
@@ -93,7 +111,10 @@ func (e *DialError) Unreachable() bool { return true }
 // NewTransport returns a Transport for upstream's scheme and host.
 func NewTransport(upstream *url.URL, cfg TransportConfig) (*Transport, error) {
 	t := &Transport{host: upstream.Host, responseHeaderTimeout: cfg.ResponseHeaderTimeout, dialContext: cfg.DialContext,
-		resendable: cfg.Resendable}
+		resendable: cfg.Resendable, maxDialing: cfg.MaxDialing}
+	if t.maxDialing <= 0 {
+		t.maxDialing = defaultMaxDialing
+	}
 	if t.resendable == nil {
 		t.resendable = netHTTPResendable
 	}
@@ -360,37 +381,126 @@ func (b *h1body) finish(complete bool) {
 	b.pc.conn.Close()
 }
 
+// connWaiter is how a waiting request gets its turn: a connection
+// another request is done with, or nil, leave to dial one of its own (a
+// dial slot handed over).
+type connWaiter chan *h1conn
+
 // conn returns a pooled connection, or a new one.
 func (t *Transport) conn(ctx context.Context) (*h1conn, bool, error) {
-	now := time.Now()
 	for {
 		t.mu.Lock()
-		n := len(t.idle)
-		if n == 0 {
+		if n := len(t.idle); n > 0 {
+			pc := t.idle[n-1]
+			t.idle[n-1] = nil
+			t.idle = t.idle[:n-1]
 			t.mu.Unlock()
-			break
+			if t.usable(pc) {
+				return pc, true, nil
+			}
+			continue
 		}
-		pc := t.idle[n-1]
-		t.idle[n-1] = nil
-		t.idle = t.idle[:n-1]
+		if t.dialing < t.maxDialing {
+			t.dialing++
+			t.mu.Unlock()
+			return t.dialInSlot(ctx)
+		}
+		w := make(connWaiter, 1)
+		t.waiters = append(t.waiters, w)
 		t.mu.Unlock()
-		// Every reuse is checked, however briefly the connection was idle:
-		// a byte that arrived meanwhile is not an answer to anything (RFC
-		// 9112, section 6.3), and read as the next request's answer it
-		// would shift every later answer by one (a response-queue desync).
-		// The non-blocking peek also finds a connection the server closed.
-		if now.Sub(pc.idleSince) < idleTimeout && pc.alive() {
-			return pc, true, nil
+		select {
+		case pc := <-w:
+			if pc == nil {
+				return t.dialInSlot(ctx)
+			}
+			if t.usable(pc) {
+				return pc, true, nil
+			}
+		case <-ctx.Done():
+			if !t.leave(w) {
+				// Its turn came as it gave up: pass the turn on.
+				if pc := <-w; pc != nil {
+					t.put(pc)
+				} else {
+					t.dialEnded()
+				}
+			}
+			return nil, false, &DialError{Addr: t.addr, Err: ctx.Err()}
 		}
-		pc.conn.Close()
 	}
+}
+
+// usable checks a connection about to be reused, and closes it if it
+// cannot be. Every reuse is checked, however briefly the connection was
+// idle: a byte that arrived meanwhile is not an answer to anything (RFC
+// 9112, section 6.3), and read as the next request's answer it would shift
+// every later answer by one (a response-queue desync). The non-blocking
+// peek also finds a connection the server closed.
+func (t *Transport) usable(pc *h1conn) bool {
+	if time.Since(pc.idleSince) < idleTimeout && pc.alive() {
+		return true
+	}
+	pc.conn.Close()
+	return false
+}
+
+// dialInSlot dials in a dial slot already taken, then frees it.
+func (t *Transport) dialInSlot(ctx context.Context) (*h1conn, bool, error) {
 	pc, err := t.dial(ctx)
+	t.dialEnded()
 	return pc, false, err
 }
 
+// dialEnded frees a dial slot, handing it to the first waiter if any.
+func (t *Transport) dialEnded() {
+	t.mu.Lock()
+	if w, ok := t.nextWaiter(); ok {
+		t.mu.Unlock()
+		w <- nil
+		return
+	}
+	t.dialing--
+	t.mu.Unlock()
+}
+
+// nextWaiter takes the first waiter off the queue. t.mu is held.
+func (t *Transport) nextWaiter() (connWaiter, bool) {
+	if len(t.waiters) == 0 {
+		return nil, false
+	}
+	w := t.waiters[0]
+	t.waiters[0] = nil
+	t.waiters = t.waiters[1:]
+	if len(t.waiters) == 0 {
+		t.waiters = nil // let the array go once the burst is over
+	}
+	return w, true
+}
+
+// leave takes w off the queue; false means it was no longer there: its
+// turn has been sent.
+func (t *Transport) leave(w connWaiter) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i, o := range t.waiters {
+		if o == w {
+			t.waiters = append(t.waiters[:i], t.waiters[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// put gives a connection that is done with its request to the first
+// waiter, or to the pool.
 func (t *Transport) put(pc *h1conn) {
 	pc.idleSince = time.Now()
 	t.mu.Lock()
+	if w, ok := t.nextWaiter(); ok {
+		t.mu.Unlock()
+		w <- pc
+		return
+	}
 	var evicted *h1conn
 	if len(t.idle) >= maxIdleConns {
 		evicted = t.idle[0]
