@@ -40,7 +40,7 @@ fill() { # fill TEMPLATE OUT PORT
 
 sidecar=${BENCH_SIDECAR:-}
 if [ -z "$sidecar" ]; then
-	go build -o "$tmp/dinie-auth-proxy" . || die "go build failed"
+	build_proxy "$tmp/dinie-auth-proxy" || die "go build failed"
 	sidecar=$tmp/dinie-auth-proxy
 fi
 go build -o "$tmp/upstream" ./bench/upstream || die "go build of bench/upstream failed"

@@ -276,7 +276,7 @@ run_wrk() {
 install_tools
 
 say "building dinie-auth-proxy and the upstream"
-go build -o "$tmp/dinie-auth-proxy" . || die "go build of dinie-auth-proxy failed"
+build_proxy "$tmp/dinie-auth-proxy" || die "go build of dinie-auth-proxy failed"
 go build -o "$tmp/upstream" ./bench/upstream || die "go build of bench/upstream failed"
 if [[ " ${targets[*]} " == *" fasthttp"* ]]; then
 	(cd bench/fasthttp && go build -o "$tmp/fasthttp" .) || die "go build of bench/fasthttp failed"

@@ -46,7 +46,7 @@ fill() { # fill TEMPLATE OUT PORT
 }
 
 say "building dinie-auth-proxy, the upstream and the load generator"
-go build -o "$tmp/dinie-auth-proxy" . || die "go build failed"
+build_proxy "$tmp/dinie-auth-proxy" || die "go build failed"
 go build -o "$tmp/upstream" ./bench/upstream || die "go build of bench/upstream failed"
 go build -o "$tmp/tunnelload" ./bench/tunnelload || die "go build of bench/tunnelload failed"
 
