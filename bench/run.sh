@@ -418,6 +418,21 @@ END {
 		printf "Issue 5 targets (GET, 16 connections unless said): req/s >= 0.8x nginx: %.2fx %s; CPU/req <= 1.3x nginx: %.2fx %s; p99 within 1 ms of nginx: %+.3f ms %s; peak RSS <= 40 MiB at 128 connections: %.1f MiB %s\n",
 			rr, ok(rr >= 0.8), cr, ok(cr <= 1.3), dp, ok(dp <= 1), m, ok(m <= 40)
 	}
+	# Issue 24: every test below, against nginx; peak RSS over all tests.
+	split("get 16 GET 200 B, 16 connections|get 128 GET 200 B, 128 connections|post64k 16 POST 64 KiB, 16 connections", it, "|")
+	header = 0
+	for (a = 1; a <= 3; a++) {
+		split(it[a], w, " "); t = w[1]; c = w[2]; name = substr(it[a], length(t) + length(c) + 3)
+		if (!((t, c, s) in R) || !((t, c, "nginx") in R)) continue
+		if (!header) { print ""; print "Issue 24 targets (against nginx: req/s >= 0.9x, CPU/req <= 1.15x, p99 within 1 ms; peak RSS <= 40 MiB):"; print ""; header = 1 }
+		rr = R[t, c, s] / R[t, c, "nginx"]; cr = C[t, c, s] / C[t, c, "nginx"]; dp = P99[t, c, s] - P99[t, c, "nginx"]
+		printf "- %s: req/s %.2fx %s; CPU/req %.2fx %s; p99 %+.3f ms %s\n", name, rr, ok(rr >= 0.9), cr, ok(cr <= 1.15), dp, ok(dp <= 1)
+	}
+	if (header) {
+		peak = 0
+		for (key in H) { split(key, f, SUBSEP); if (f[3] == s && H[key] > peak) peak = H[key] }
+		printf "- peak RSS, any test: %.1f MiB %s\n", peak, ok(peak <= 40)
+	}
 }' "$results" >"$table"
 
 {
