@@ -20,8 +20,8 @@ const (
 // bought"). Its zero value is ready, each sender has its own.
 //
 // A buffer may be larger than the room its body reserved from the
-// replayBudget, which counts bytes of body as it always has: by less than
-// twice, as copies of 2 KiB or less are not pooled (a 100-byte JSON body
+// replayBudget, which counts bytes of body as it always did, but by less
+// than twice: a copy of 2 KiB or less is not pooled (a 100-byte JSON body
 // does not hold 4 KiB).
 type replayPool struct {
 	classes [replayClasses]sync.Pool // class i: *[]byte of capacity 4 KiB << i
