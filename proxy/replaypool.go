@@ -19,10 +19,10 @@ const (
 // garbage behind every request (bench/README.md, "What each change
 // bought"). Its zero value is ready, each sender has its own.
 //
-// A buffer may be larger than the room its body reserved from the
-// replayBudget, which counts bytes of body as it always did, but by less
-// than twice: a copy of 2 KiB or less is not pooled (a 100-byte JSON body
-// does not hold 4 KiB).
+// A buffer may be larger than its body, by less than twice, and the
+// replayBudget counts the buffer, so that the budget still bounds the
+// memory the copies hold. A copy of 2 KiB or less is not pooled (a
+// 100-byte JSON body does not hold 4 KiB).
 type replayPool struct {
 	classes [replayClasses]sync.Pool // class i: *[]byte of capacity 4 KiB << i
 }
@@ -34,6 +34,16 @@ func replayClass(size int) (int, bool) {
 		return 0, false
 	}
 	return max(bits.Len(uint(size-1))-replayMinShift, 0), true
+}
+
+// room is the capacity of the buffer get returns for size bytes: what a
+// copy of that size holds in memory, and so what it takes from the
+// replayBudget.
+func (p *replayPool) room(size int) int {
+	if i, ok := replayClass(size); ok {
+		return 1 << (replayMinShift + i)
+	}
+	return size
 }
 
 // get returns an empty buffer with room for size bytes, and held, what

@@ -333,7 +333,7 @@ type requestBody struct {
 	mu       sync.Mutex
 	buf      []byte
 	held     *[]byte // buf's buffer, to go back to pool; nil if not the pool's
-	reserved int64   // room for buf taken from budget (its buffer may be larger: replayPool)
+	reserved int64   // the capacity of buf's buffer, taken from budget
 	readers  int     // replayBodies that may still read buf's buffer
 	overflow bool    // the copy was given up (drop)
 	eof      bool
@@ -395,22 +395,23 @@ func (b *requestBody) Buffered() int64 {
 // "100 Continue" would never send it.
 func (b *requestBody) Close() error { return nil }
 
-// grow makes room for need bytes in buf, reserving it from the budget;
-// false means the budget is spent. A body of unknown length grows by
-// doubling, from 4 KiB, but never past max: no body reserves more room
-// than it may need. b.mu is held, or b is not shared yet.
+// grow makes room for need bytes in buf, reserving the buffer's capacity
+// from the budget; false means the budget is spent. A body of unknown
+// length grows by doubling, from 4 KiB, but never past max, rounded up to
+// the pool's size class. b.mu is held, or b is not shared yet.
 func (b *requestBody) grow(need int) bool {
 	if int64(need) <= b.reserved {
 		return true
 	}
-	size := min(int64(max(need, 2*int(b.reserved), 4<<10)), b.max)
-	if !b.budget.reserve(size - b.reserved) {
+	size := int(min(int64(max(need, 2*int(b.reserved), 4<<10)), b.max))
+	room := int64(b.pool.room(size))
+	if !b.budget.reserve(room - b.reserved) {
 		return false
 	}
-	buf, held := b.pool.get(int(size))
+	buf, held := b.pool.get(size)
 	buf = append(buf, b.buf...)
 	b.recycle()
-	b.buf, b.held, b.reserved = buf, held, size
+	b.buf, b.held, b.reserved = buf, held, room
 	return true
 }
 
