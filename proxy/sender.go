@@ -1,8 +1,8 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"sync"
@@ -41,6 +41,8 @@ type sender struct {
 	budget    *replayBudget
 	metrics   *metrics
 	retry     *retryPolicy
+	// pool recycles the copies' buffers.
+	pool replayPool
 
 	// bearer is the header value of the token last used: the token changes
 	// once an hour, so building "Bearer "+token belongs there, not on every
@@ -166,7 +168,7 @@ func (s *sender) hold(req *http.Request) *requestBody {
 	if req.Body == nil || req.Body == http.NoBody {
 		return nil
 	}
-	body := &requestBody{body: req.Body, budget: s.budget}
+	body := &requestBody{body: req.Body, budget: s.budget, pool: &s.pool}
 	if s.maxReplay > 0 && req.ContentLength <= s.maxReplay {
 		body.max = s.maxReplay
 		if req.ContentLength > 0 {
@@ -232,20 +234,82 @@ func replayable(req *http.Request, body *requestBody) (io.ReadCloser, bool) {
 	if body == nil {
 		return req.Body, true // none, or http.NoBody
 	}
-	buf, ok := body.complete()
-	if !ok {
+	replay := body.replay()
+	if replay == nil {
 		return nil, false
 	}
-	return replayBody{bytes.NewReader(buf)}, true
+	return replay, true
 }
+
+// errReplayClosed is what a replay body gives a read after its Close.
+var errReplayClosed = errors.New("proxy: replay body read after close")
 
 // replayBody is a kept request body on its way again. It is all in memory,
 // which a transport that knows bufferedBody takes as leave to send it with
 // the request's head.
-type replayBody struct{ *bytes.Reader }
+//
+// Its buffer is the pool's, lent to the request, and a transport may read
+// the body after RoundTrip returned (net/http's writes it on a goroutine of
+// its own, which goes on after an early answer), even after send returned
+// and released the copy: were the buffer back in the pool by then, that
+// read would send another request's bytes upstream. So it reads under
+// the requestBody's lock, and the buffer goes back to the pool only once
+// the copy is released and every replayBody has been read to its end or
+// closed; a read after Close is an error, not a read of the buffer.
+// Transports close request bodies when they are done with them; one that
+// never did would only keep its buffer from the pool.
+type replayBody struct {
+	b    *requestBody
+	buf  []byte // the kept body; read under b.mu, and only while !done
+	off  int
+	done bool // read to the end or closed: buf is not read again
+}
 
-func (replayBody) Close() error      { return nil }
-func (b replayBody) Buffered() int64 { return int64(b.Len()) }
+func (r *replayBody) Read(p []byte) (int, error) {
+	r.b.mu.Lock()
+	defer r.b.mu.Unlock()
+	switch {
+	case r.off == len(r.buf):
+		return 0, io.EOF
+	case r.done:
+		return 0, errReplayClosed
+	}
+	n := copy(p, r.buf[r.off:])
+	r.off += n
+	if r.off == len(r.buf) {
+		r.finish()
+	}
+	return n, nil
+}
+
+func (r *replayBody) Close() error {
+	r.b.mu.Lock()
+	if !r.done {
+		r.finish()
+	}
+	r.b.mu.Unlock()
+	return nil
+}
+
+func (r *replayBody) Buffered() int64 {
+	r.b.mu.Lock()
+	defer r.b.mu.Unlock()
+	if r.done {
+		return 0
+	}
+	return int64(len(r.buf) - r.off)
+}
+
+// finish ends r's reads of the buffer, and gives the buffer back to the
+// pool if r was its last reader after the copy was released. b.mu is
+// held.
+func (r *replayBody) finish() {
+	r.done = true
+	r.b.readers--
+	if r.b.overflow {
+		r.b.recycle()
+	}
+}
 
 // discard reads a little of an unwanted body so that its connection can be
 // reused, then closes it.
@@ -264,11 +328,14 @@ type requestBody struct {
 	body   io.ReadCloser
 	max    int64
 	budget *replayBudget
+	pool   *replayPool
 
 	mu       sync.Mutex
 	buf      []byte
-	reserved int64 // cap(buf), taken from budget
-	overflow bool
+	held     *[]byte // buf's buffer, to go back to pool; nil if not the pool's
+	reserved int64   // the capacity of buf's buffer, taken from budget
+	readers  int     // replayBodies that may still read buf's buffer
+	overflow bool    // the copy was given up (drop)
 	eof      bool
 	err      error // a read error other than EOF
 }
@@ -328,22 +395,23 @@ func (b *requestBody) Buffered() int64 {
 // "100 Continue" would never send it.
 func (b *requestBody) Close() error { return nil }
 
-// grow makes room for need bytes in buf, reserving it from the budget;
-// false means the budget is spent. A body of unknown length grows by
-// doubling, from 4 KiB, but never past max: no buffer holds more room than
-// the body may need. b.mu is held, or b is not shared yet.
+// grow makes room for need bytes in buf, reserving the buffer's capacity
+// from the budget; false means the budget is spent. A body of unknown
+// length grows by doubling, from 4 KiB, but never past max, rounded up to
+// the pool's size class. b.mu is held, or b is not shared yet.
 func (b *requestBody) grow(need int) bool {
-	if need <= cap(b.buf) {
+	if int64(need) <= b.reserved {
 		return true
 	}
-	size := int64(max(need, 2*cap(b.buf), 4<<10))
-	size = min(size, b.max)
-	if !b.budget.reserve(size - b.reserved) {
+	size := int(min(int64(max(need, 2*int(b.reserved), 4<<10)), b.max))
+	room := int64(b.pool.room(size))
+	if !b.budget.reserve(room - b.reserved) {
 		return false
 	}
-	buf := make([]byte, len(b.buf), size)
-	copy(buf, b.buf)
-	b.buf, b.reserved = buf, size
+	buf, held := b.pool.get(size)
+	buf = append(buf, b.buf...)
+	b.recycle()
+	b.buf, b.held, b.reserved = buf, held, room
 	return true
 }
 
@@ -352,6 +420,17 @@ func (b *requestBody) drop() {
 	b.overflow, b.buf = true, nil
 	b.budget.release(b.reserved)
 	b.reserved = 0
+	b.recycle()
+}
+
+// recycle gives buf's buffer back to the pool unless a replayBody may
+// still read it; then the last one to finish does (replayBody). b.mu is
+// held.
+func (b *requestBody) recycle() {
+	if b.readers == 0 {
+		b.pool.put(b.held)
+		b.held = nil
+	}
 }
 
 // release drops the copy once no replay can come; reads that the
@@ -396,9 +475,19 @@ func (b *replayBudget) release(n int64) {
 	}
 }
 
-// complete returns the whole body, if it was read to the end and kept.
-func (b *requestBody) complete() ([]byte, bool) {
+// replay returns a reader of the whole body, if it was read to the end
+// and kept; nil otherwise.
+func (b *requestBody) replay() *replayBody {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.buf, b.eof && !b.overflow && b.max > 0
+	if !b.eof || b.overflow || b.max == 0 {
+		return nil
+	}
+	r := &replayBody{b: b, buf: b.buf}
+	if len(b.buf) == 0 {
+		r.done = true // it never reads the buffer
+	} else {
+		b.readers++
+	}
+	return r
 }
