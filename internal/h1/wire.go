@@ -28,14 +28,28 @@ func writeStatusLine(bw *bufio.Writer, code int) {
 
 // writeHeaderLines writes h as header lines, but not the ones the server
 // owns, nor Trailer unless the body is chunked (only chunks carry
-// trailers).
-func writeHeaderLines(bw *bufio.Writer, h http.Header, chunked bool) {
+// trailers). It returns what the server decides its own lines by, seen in
+// the same pass rather than looked up again: whether h has a Date, and its
+// Connection.
+func writeHeaderLines(bw *bufio.Writer, h http.Header, chunked bool) (hasDate bool, connection []string) {
 	for k, vv := range h {
-		if serverOwnedHeader(k) || k == "Trailer" && !chunked {
+		switch k {
+		case "Date":
+			hasDate = true
+		case "Connection":
+			connection = vv
+			continue
+		case "Trailer":
+			if !chunked {
+				continue
+			}
+		}
+		if serverOwnedHeader(k) {
 			continue
 		}
 		writeField(bw, k, vv)
 	}
+	return hasDate, connection
 }
 
 // writeField writes the lines of one header, each assembled in the
