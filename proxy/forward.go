@@ -41,7 +41,7 @@ func (h *Handler) forward(x *exchange, in *http.Request, id string, rt routing) 
 	if exchange && resp.StatusCode == http.StatusOK {
 		h.rememberSession(resp)
 	}
-	copyResponseHeader(w.Header(), resp.Header)
+	contentType := copyResponseHeader(w.Header(), resp.Header)
 	if x.closeAfter {
 		w.Header()["Connection"] = closeConnection // whatever the upstream's Connection named
 	}
@@ -55,7 +55,7 @@ func (h *Handler) forward(x *exchange, in *http.Request, id string, rt routing) 
 		w.Header()["Trailer"] = []string{strings.Join(names, ", ")}
 	}
 	w.WriteHeader(resp.StatusCode)
-	if err := h.copyBody(w, resp); err != nil {
+	if err := h.copyBody(w, resp, contentType); err != nil {
 		resp.Body.Close()
 		h.log.Warn("response cut mid-body",
 			zap.String("request_id", id),
@@ -126,22 +126,47 @@ func (h *Handler) outbound(x *exchange, in *http.Request, id string, rt routing)
 		hdr = make(http.Header, len(in.Header)+2)
 		x.header = hdr
 	}
+	// The pass that copies the app's headers notes the few the proxy
+	// decides by, each of which a lookup would hash again.
+	var connection, te, requestID []string
+	var hasUserAgent, hasKey bool
 	for k, vv := range in.Header {
-		if !forwardedRequestHeader(k) {
-			continue
+		switch k {
+		case "Connection":
+			connection = vv
+			continue // hop-by-hop
+		case "Te":
+			te = vv
+			continue // hop-by-hop
+		case "User-Agent":
+			hasUserAgent = true
+		case "X-Request-Id":
+			requestID = vv
+		case "Idempotency-Key", "X-Idempotency-Key":
+			hasKey = true
+		default:
+			if !forwardedRequestHeader(k) {
+				continue
+			}
 		}
 		hdr[k] = vv // shared, never changed: set headers get slices of their own
 	}
-	removeConnectionListed(hdr, in.Header["Connection"])
-	copyIdempotencyKey(hdr)
-	if containsToken(in.Header["Te"], "trailers") {
+	if removeConnectionListed(hdr, connection) {
+		// What the pass saw may be gone.
+		_, hasUserAgent = hdr["User-Agent"]
+		requestID = hdr["X-Request-Id"]
+	}
+	if hasKey {
+		copyIdempotencyKey(hdr)
+	}
+	if containsToken(te, "trailers") {
 		hdr["Te"] = h.teTrailers
 	}
-	if _, ok := hdr["User-Agent"]; !ok {
+	if !hasUserAgent {
 		// Not Go's default User-Agent either: the upstream sees the app's.
 		hdr["User-Agent"] = h.noUserAgent
 	}
-	if v := hdr["X-Request-Id"]; len(v) == 0 || v[0] == "" {
+	if len(requestID) == 0 || requestID[0] == "" {
 		x.requestID[0] = id // what the access log shows
 		hdr["X-Request-Id"] = x.requestID[:]
 	}
@@ -171,30 +196,43 @@ func hopByHop(k string) bool {
 }
 
 // copyResponseHeader moves the upstream's end-to-end headers to dst. The
-// response is ours, so its value slices are handed over, not copied.
-func copyResponseHeader(dst, src http.Header) {
+// response is ours, so its value slices are handed over, not copied. It
+// returns src's Content-Type, seen in the same pass, for copyBody.
+func copyResponseHeader(dst, src http.Header) (contentType []string) {
+	var connection []string
 	for k, vv := range src {
-		if !hopByHop(k) {
-			dst[k] = vv
+		if hopByHop(k) {
+			if k == "Connection" {
+				connection = vv
+			}
+			continue
 		}
+		if k == "Content-Type" {
+			contentType = vv
+		}
+		dst[k] = vv
 	}
-	removeConnectionListed(dst, src["Connection"])
+	removeConnectionListed(dst, connection)
+	return contentType
 }
 
 // removeConnectionListed drops the headers that a Connection header names:
-// the sender meant them for this hop only. "keep-alive" and "close", on
-// nearly every message, name the connection's fate rather than a header
-// left to drop (Keep-Alive is hop-by-hop anyway), so they skip the
-// canonicalizing Del.
-func removeConnectionListed(h http.Header, connection []string) {
+// the sender meant them for this hop only; it reports whether it named
+// any. "keep-alive" and "close", on nearly every message, name the
+// connection's fate rather than a header left to drop (Keep-Alive is
+// hop-by-hop anyway), so they skip the canonicalizing Del.
+func removeConnectionListed(h http.Header, connection []string) bool {
+	named := false
 	for _, v := range connection {
 		for name := range strings.SplitSeq(v, ",") {
 			name = textproto.TrimString(name)
 			if name != "" && !strings.EqualFold(name, "keep-alive") && !strings.EqualFold(name, "close") {
 				h.Del(name)
+				named = true
 			}
 		}
 	}
+	return named
 }
 
 // containsToken reports whether a comma-separated header holds token, in
@@ -214,9 +252,9 @@ func containsToken(values []string, token string) bool {
 // unknown length are flushed at once, so that the app has the status line
 // before the first event, which may be long in coming, and then after every
 // read, so that each event reaches the app as it arrives; the rest is left
-// to the server's buffering.
-func (h *Handler) copyBody(w *recorder, resp *http.Response) error {
-	flush := resp.ContentLength < 0 || isEventStream(resp.Header["Content-Type"])
+// to the server's buffering. contentType is the answer's.
+func (h *Handler) copyBody(w *recorder, resp *http.Response, contentType []string) error {
+	flush := resp.ContentLength < 0 || isEventStream(contentType)
 	if flush {
 		w.Flush()
 	}

@@ -66,8 +66,10 @@ func newRouter(upstream *url.URL, listenAddr string, intercept bool, passes func
 // only the upstream host is served. It is pure, so it is fuzzed on its own.
 func (rt *router) route(r *http.Request, inTunnel bool) routing {
 	// In any case: a server that takes methods case-insensitively would
-	// echo a "trace" as well.
-	if strings.EqualFold(r.Method, http.MethodTrace) || strings.EqualFold(r.Method, "TRACK") {
+	// echo a "trace" as well. Nothing shorter than five bytes folds to
+	// either (the Kelvin sign that folds to K is longer, not shorter):
+	// GET, PUT, POST and HEAD skip the comparisons.
+	if len(r.Method) >= len("TRACE") && (strings.EqualFold(r.Method, http.MethodTrace) || strings.EqualFold(r.Method, "TRACK")) {
 		return refuseMethod
 	}
 	if r.RequestURI == "*" {
@@ -210,7 +212,7 @@ func defaultPort(scheme string) string {
 // the decoded path and, when the inbound path had escapes that matter (an
 // encoded slash), the escaped form.
 func upstreamPath(prefix, escapedPrefix string, in *url.URL) (path, rawPath string) {
-	if prefix == "" || in.Path == prefix || strings.HasPrefix(in.Path, prefix+"/") {
+	if prefix == "" || in.Path == prefix || len(in.Path) > len(prefix) && in.Path[len(prefix)] == '/' && strings.HasPrefix(in.Path, prefix) {
 		return in.Path, in.RawPath
 	}
 	path = prefix + in.Path

@@ -52,6 +52,15 @@ func TestRoute(t *testing.T) {
 		{"POST", "/auth/tokens", false, routeBaseURL},
 		{"POST", "/v3/auth/token", false, routeBaseURL},
 
+		// TRACE and TRACK in any case, the Kelvin sign (U+212A) for a K
+		// included: it folds to one.
+		{"TRACE", "/customers", false, refuseMethod},
+		{"trace", "/customers", false, refuseMethod},
+		{"TrAcK", "/customers", false, refuseMethod},
+		{"TRAC\u212a", "/customers", false, refuseMethod},
+		{"TRACES", "/customers", false, routeBaseURL},
+		{"TRAC", "/customers", false, routeBaseURL},
+
 		// CONNECT: a plain tunnel to the upstream's HTTP port only.
 		{"CONNECT", "api.dinie.com.br:80", false, routePlainTunnel},
 		{"CONNECT", "API.DINIE.COM.BR:80", false, routePlainTunnel},
@@ -265,4 +274,28 @@ func passes(t testing.TB, patterns ...string) func(host, port string) bool {
 		t.Fatal(err)
 	}
 	return tun.Passes
+}
+
+func TestUpstreamPathPrependsThePrefixUnlessSent(t *testing.T) {
+	tests := []struct {
+		prefix, path, rawPath, wantPath, wantRawPath string
+	}{
+		{"/api/v3", "/customers", "", "/api/v3/customers", ""},
+		{"/api/v3", "/api/v3", "", "/api/v3", ""},
+		{"/api/v3", "/api/v3/", "", "/api/v3/", ""},
+		{"/api/v3", "/api/v3/customers", "", "/api/v3/customers", ""},
+		{"/api/v3", "/api/v3x", "", "/api/v3/api/v3x", ""},
+		{"/api/v3", "/api/v", "", "/api/v3/api/v", ""},
+		{"/api/v3", "/API/v3/x", "", "/api/v3/API/v3/x", ""},
+		{"/api/v3", "", "", "/api/v3", ""},
+		{"/api/v3", "/files/a/b", "/files/a%2Fb", "/api/v3/files/a/b", "/api/v3/files/a%2Fb"},
+		{"/api/v3", "/api/v3/a/b", "/api/v3/a%2Fb", "/api/v3/a/b", "/api/v3/a%2Fb"},
+		{"", "/customers", "", "/customers", ""},
+	}
+	for _, tt := range tests {
+		path, rawPath := upstreamPath(tt.prefix, tt.prefix, &url.URL{Path: tt.path, RawPath: tt.rawPath})
+		if path != tt.wantPath || rawPath != tt.wantRawPath {
+			t.Errorf("upstreamPath(%q, %q, %q) = %q, %q; want %q, %q", tt.prefix, tt.path, tt.rawPath, path, rawPath, tt.wantPath, tt.wantRawPath)
+		}
+	}
 }

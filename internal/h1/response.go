@@ -152,14 +152,15 @@ func (r *response) commit(final bool) {
 }
 
 // frame decides how the body is delimited (a length, chunks, or the
-// connection's end) and whether the connection closes after the answer.
+// connection's end) and whether the connection closes after the answer for
+// that or for its body; writeHead adds the handler's Connection: close.
 func (r *response) frame(final bool) {
-	_, trailers := r.header["Trailer"]
 	if final && r.req.Method == http.MethodHead && r.contentLength < 0 && r.headBytes > 0 {
 		// The length the answer to a GET would have, as net/http sends.
 		r.header["Content-Length"] = []string{strconv.FormatInt(r.headBytes, 10)}
 	}
 	if r.contentLength < 0 && !r.noBody {
+		_, trailers := r.header["Trailer"]
 		switch {
 		case final && !trailers:
 			r.contentLength = int64(len(r.pending))
@@ -170,7 +171,7 @@ func (r *response) frame(final bool) {
 			r.closeAfter = true // an HTTP/1.0 body of unknown length ends with the connection
 		}
 	}
-	if v := r.header["Connection"]; len(v) > 0 && containsToken(v, "close") || r.c.s.inShutdown.Load() {
+	if r.c.s.inShutdown.Load() {
 		r.closeAfter = true
 	}
 	if r.body != nil && !r.body.reusable() {
@@ -189,10 +190,13 @@ func (r *response) writeHead() {
 	} else {
 		writeStatusLine(bw, r.status)
 	}
-	writeHeaderLines(bw, r.header, r.chunked)
-	if _, ok := r.header["Date"]; !ok {
+	hasDate, connection := writeHeaderLines(bw, r.header, r.chunked)
+	if !hasDate {
 		line := time.Now().UTC().AppendFormat(append(bw.AvailableBuffer(), "Date: "...), http.TimeFormat)
 		bw.Write(append(line, "\r\n"...))
+	}
+	if containsToken(connection, "close") {
+		r.closeAfter = true // the handler's wish
 	}
 	switch {
 	case r.closeAfter:

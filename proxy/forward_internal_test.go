@@ -1,0 +1,132 @@
+package proxy
+
+import (
+	"maps"
+	"net/http"
+	"net/url"
+	"reflect"
+	"testing"
+)
+
+// lookupOutboundHeader is outbound's header as one lookup per decision
+// makes it: the straightforward form that outbound's single pass must
+// match.
+func lookupOutboundHeader(h *Handler, in http.Header, id string) http.Header {
+	hdr := http.Header{}
+	for k, vv := range in {
+		if forwardedRequestHeader(k) {
+			hdr[k] = vv
+		}
+	}
+	removeConnectionListed(hdr, in["Connection"])
+	copyIdempotencyKey(hdr)
+	if containsToken(in["Te"], "trailers") {
+		hdr["Te"] = h.teTrailers
+	}
+	if _, ok := hdr["User-Agent"]; !ok {
+		hdr["User-Agent"] = h.noUserAgent
+	}
+	if v := hdr["X-Request-Id"]; len(v) == 0 || v[0] == "" {
+		hdr["X-Request-Id"] = []string{id}
+	}
+	return hdr
+}
+
+func sameOutboundHeader(t *testing.T, in http.Header) {
+	t.Helper()
+	h := &Handler{upstream: &url.URL{Scheme: "https", Host: "api.example"}, teTrailers: []string{"trailers"}, noUserAgent: []string{""}}
+	want := lookupOutboundHeader(h, maps.Clone(in), "generated-id")
+	x := &exchange{}
+	out := h.outbound(x, &http.Request{Method: "POST", URL: &url.URL{Path: "/x"}, Header: maps.Clone(in)}, "generated-id", routeAbsolute)
+	if !reflect.DeepEqual(out.Header, want) {
+		t.Errorf("outbound of %q:\n got %q\nwant %q", in, out.Header, want)
+	}
+}
+
+var headerNames = []string{
+	"Connection", "Te", "User-Agent", "X-Request-Id", "Idempotency-Key", "X-Idempotency-Key",
+	"Authorization", "Forwarded", "X-Forwarded-For", "Keep-Alive", "Proxy-Authorization", "Trailer",
+	"Accept", "Content-Type", "X-Dinie-Sdk-Language", "user-agent", "x-request-id",
+}
+
+func TestOutboundDecidesAsTheLookupsDo(t *testing.T) {
+	tests := []http.Header{
+		nil,
+		{},
+		{"Accept": {"*/*"}},
+		{"User-Agent": {"app/1"}, "X-Request-Id": {"app-id"}},
+		{"User-Agent": {""}, "X-Request-Id": {""}},
+		{"User-Agent": nil, "X-Request-Id": nil},
+		{"X-Request-Id": {"", "second"}},
+		{"user-agent": {"lower"}, "x-request-id": {"lower"}},
+		{"Idempotency-Key": {"k1"}},
+		{"Idempotency-Key": {"k1"}, "X-Idempotency-Key": {"k2"}},
+		{"Idempotency-Key": {""}, "X-Idempotency-Key": {""}},
+		{"Idempotency-Key": {"k1"}, "X-Idempotency-Key": {""}},
+		{"X-Idempotency-Key": nil},
+		{"Te": {"trailers"}},
+		{"Te": {"gzip, Trailers"}},
+		{"Te": {"gzip"}},
+		{"Connection": {"keep-alive"}, "User-Agent": {"app/1"}},
+		{"Connection": {"close"}},
+		{"Connection": {"User-Agent"}, "User-Agent": {"app/1"}},
+		{"Connection": {"x-request-id, keep-alive"}, "X-Request-Id": {"app-id"}},
+		{"Connection": {"Idempotency-Key"}, "Idempotency-Key": {"k1"}},
+		{"Connection": {"x-idempotency-key"}, "X-Idempotency-Key": {"k2"}, "Idempotency-Key": {"k1"}},
+		{"Connection": {"Te"}, "Te": {"trailers"}},
+		{"Connection": {"X-Other"}, "X-Other": {"1"}, "User-Agent": {"app/1"}},
+		{"Authorization": {"Bearer fake"}, "Forwarded": {"for=1.2.3.4"}, "X-Forwarded-For": {"1.2.3.4"}, "Keep-Alive": {"timeout=5"}, "Trailer": {"X"}},
+	}
+	for _, in := range tests {
+		sameOutboundHeader(t, in)
+	}
+}
+
+func FuzzOutboundHeader(f *testing.F) {
+	f.Add([]byte{0, 2, 3}, "User-Agent", "v")
+	f.Add([]byte{1, 4, 5}, "trailers", "")
+	f.Add([]byte{0, 5, 4}, "idempotency-key, keep-alive", "k")
+	f.Fuzz(func(t *testing.T, names []byte, v1, v2 string) {
+		in := http.Header{}
+		for i, n := range names {
+			k := headerNames[int(n)%len(headerNames)]
+			switch i % 3 {
+			case 0:
+				in[k] = append(in[k], v1)
+			case 1:
+				in[k] = append(in[k], v2)
+			default:
+				in[k] = nil
+			}
+		}
+		sameOutboundHeader(t, in)
+	})
+}
+
+func TestCopyResponseHeaderReturnsTheContentType(t *testing.T) {
+	tests := []http.Header{
+		{},
+		{"Content-Type": {"text/event-stream"}, "Content-Length": {"3"}},
+		{"Content-Type": nil},
+		{"content-type": {"not canonical"}},
+		{"Connection": {"Content-Type, X-Hop"}, "Content-Type": {"application/json"}, "X-Hop": {"1"}, "X-Kept": {"2"}},
+		{"Connection": {"keep-alive"}, "Keep-Alive": {"timeout=5"}, "Transfer-Encoding": {"chunked"}, "Date": {"x"}},
+	}
+	for _, src := range tests {
+		want := http.Header{}
+		for k, vv := range src {
+			if !hopByHop(k) {
+				want[k] = vv
+			}
+		}
+		removeConnectionListed(want, src["Connection"])
+		got := http.Header{}
+		ct := copyResponseHeader(got, src)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("copyResponseHeader of %q: got %q, want %q", src, got, want)
+		}
+		if !reflect.DeepEqual(ct, src["Content-Type"]) {
+			t.Errorf("copyResponseHeader of %q returned Content-Type %q, want %q", src, ct, src["Content-Type"])
+		}
+	}
+}
