@@ -427,14 +427,22 @@ func (c *serverConn) readRequest() (*http.Request, *requestContext, error) {
 	// which the checks below need to see.
 	buffered, _ := c.br.Peek(c.br.Buffered())
 	c.head = append(c.head[:0], buffered...)
-	c.lr.rec = &c.head
-	req, err := http.ReadRequest(c.br)
-	c.lr.rec = nil
-	if err != nil {
-		if c.lr.remain <= 0 {
-			return nil, nil, errTooLarge
+	// The ordinary request is read by the strict fast reader (fasthead.go),
+	// which takes only a head wholly in the buffer, so within the limit;
+	// anything else, from the same unread bytes, by net/http. The checks
+	// below are made on either.
+	req, ok := fastReadRequest(c.br)
+	if !ok {
+		c.lr.rec = &c.head
+		var err error
+		req, err = http.ReadRequest(c.br)
+		c.lr.rec = nil
+		if err != nil {
+			if c.lr.remain <= 0 {
+				return nil, nil, errTooLarge
+			}
+			return nil, nil, err
 		}
-		return nil, nil, err
 	}
 	c.lr.remain = math.MaxInt64
 	head := c.head[:len(c.head)-c.br.Buffered()]

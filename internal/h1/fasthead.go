@@ -1,0 +1,490 @@
+package h1
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// A strict reader of the ordinary HTTP/1.1 head, beside net/http's parser.
+//
+// http.ReadResponse and http.ReadRequest are the largest user-space cost of
+// a small request after the kernel (bench/README.md, "Profile, before and
+// after"): a textproto reader, a string per line and per value, a map
+// filled key by key after canonicalising each one. The fast readers here
+// take only a head that is wholly in the buffer and inside a narrow,
+// common subset (listed at fastHead), build the same Request or Response
+// from one string, and for anything else say "not mine" without consuming
+// a byte, so that net/http reads the same bytes as before. They never
+// decide anything net/http would decide otherwise: the differential
+// fuzzers (fasthead_test.go) hold them to net/http's result, field by
+// field and body byte by byte.
+
+// headField is one header line of a head: key canonical, value trimmed.
+type headField struct{ key, value string }
+
+// fastHead is a head read by scanHead.
+type fastHead struct {
+	line   string      // the start line
+	fields []headField // in the order they came
+	n      int         // the head's length, blank line included
+}
+
+// maxFastFields bounds the fields a fast head may have: an ordinary head
+// has a handful, and fields are kept on the stack up to this many.
+const maxFastFields = 32
+
+// scanHead reads the head at the start of buf if it is all there and in
+// the subset both fast readers share:
+//
+//   - every line ends in CRLF (no bare LF, no CR elsewhere);
+//   - no line but the start line begins with a space or tab (no obs-fold);
+//   - a field's name is a non-empty token (no space before the colon);
+//   - a value's bytes are visible, space, tab or obs-text (as net/http
+//     accepts them: no control byte);
+//   - at most maxFastFields fields.
+//
+// The head is copied once into a string, with the names canonicalised as
+// textproto.CanonicalMIMEHeaderKey does; lines, names and values are
+// pieces of it.
+func scanHead(buf []byte, fields *[maxFastFields]headField) (fastHead, bool) {
+	end := bytes.Index(buf, []byte("\r\n\r\n"))
+	if end < 0 {
+		return fastHead{}, false
+	}
+	n := end + 4
+	raw := buf[:n]
+	// First pass, on the bytes: check every line, and learn whether any
+	// name needs canonicalising.
+	lineEnd := bytes.IndexByte(raw, '\n')
+	if lineEnd < 1 || raw[lineEnd-1] != '\r' || !visibleLine(raw[:lineEnd-1]) {
+		return fastHead{}, false
+	}
+	canonical := true
+	count := 0
+	for i := lineEnd + 1; i < end+2; {
+		j := i + bytes.IndexByte(raw[i:], '\n') // the head ends in \n: found
+		if raw[j-1] != '\r' || count == maxFastFields {
+			return fastHead{}, false
+		}
+		colon, ok := nameEnd(raw[i : j-1])
+		if !ok {
+			return fastHead{}, false
+		}
+		if !canonicalName(raw[i : i+colon]) {
+			canonical = false
+		}
+		if !valueBytes(raw[i+colon+1 : j-1]) {
+			return fastHead{}, false
+		}
+		count++
+		i = j + 1
+	}
+	var s string
+	if canonical {
+		s = string(raw)
+	} else {
+		s = canonicalCopy(raw, lineEnd+1, end+2)
+	}
+	h := fastHead{line: s[:lineEnd-1], fields: fields[:0], n: n}
+	for i := lineEnd + 1; i < end+2; {
+		j := i + strings.IndexByte(s[i:], '\n')
+		line := s[i : j-1]
+		colon := strings.IndexByte(line, ':')
+		h.fields = append(h.fields, headField{key: line[:colon], value: trimOWS(line[colon+1:])})
+		i = j + 1
+	}
+	return h, true
+}
+
+// visibleLine reports whether a start line is not empty and holds only
+// visible ASCII and spaces: no tab, no control, no obs-text.
+func visibleLine(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c < ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// nameEnd returns where the name of a field line ends (its colon), if the
+// name is a non-empty token: a line that starts with a space or tab (obs-
+// fold), has a space before its colon, or has no colon is not the fast
+// path's.
+func nameEnd(line []byte) (int, bool) {
+	for i, c := range line {
+		if c == ':' {
+			return i, i > 0
+		}
+		if !tokenByte[c] {
+			return 0, false
+		}
+	}
+	return 0, false
+}
+
+// valueBytes reports whether a field's value (with the space around it) is
+// made of bytes textproto accepts in a value, CR and LF excluded: visible
+// ASCII, space, tab and obs-text (0x80 and above).
+func valueBytes(v []byte) bool {
+	for _, c := range v {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// canonicalName reports whether a token is already canonical: upper case
+// first and after each hyphen, lower case elsewhere.
+func canonicalName(k []byte) bool {
+	upper := true
+	for _, c := range k {
+		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+			return false
+		}
+		upper = c == '-'
+	}
+	return true
+}
+
+// canonicalCopy copies the head raw into a string, canonicalising the
+// names of the field lines between from and to as
+// textproto.CanonicalMIMEHeaderKey does for a token.
+func canonicalCopy(raw []byte, from, to int) string {
+	var sb strings.Builder
+	sb.Grow(len(raw))
+	sb.Write(raw[:from])
+	for i := from; i < to; {
+		j := i + bytes.IndexByte(raw[i:], '\n')
+		colon := bytes.IndexByte(raw[i:j], ':')
+		upper := true
+		for _, c := range raw[i : i+colon] {
+			if upper && 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			} else if !upper && 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			sb.WriteByte(c)
+			upper = c == '-'
+		}
+		sb.Write(raw[i+colon : j+1])
+		i = j + 1
+	}
+	sb.Write(raw[to:])
+	return sb.String()
+}
+
+// trimOWS drops the spaces and tabs around a value, as textproto does.
+func trimOWS(v string) string {
+	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
+		v = v[1:]
+	}
+	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
+		v = v[:len(v)-1]
+	}
+	return v
+}
+
+// headerFacts is what the framing needs from a fast head's fields, which
+// any field out of the fast path's subset makes it give up on.
+type headerFacts struct {
+	header        http.Header
+	contentLength int64 // -1 when there is none
+	close         bool  // Connection has the token close
+	host          string
+}
+
+// fastHeader builds the header map as textproto would from h's fields,
+// with net/http's fix of Pragma, and reads what framing needs. It gives up
+// on Transfer-Encoding, Trailer and Expect (net/http's own rules apply),
+// on more than one Content-Length or Host, and on a Content-Length that is
+// not plain digits.
+func fastHeader(h *fastHead) (headerFacts, bool) {
+	f := headerFacts{contentLength: -1}
+	// Each key's values are a piece of one slice with its capacity cut, as
+	// textproto does, so that an append to one does not write over the
+	// next.
+	vals := make([]string, len(h.fields))
+	f.header = make(http.Header, len(h.fields))
+	for i, fl := range h.fields {
+		switch fl.key {
+		case "Transfer-Encoding", "Trailer", "Expect":
+			return headerFacts{}, false
+		case "Content-Length":
+			if f.contentLength >= 0 {
+				return headerFacts{}, false
+			}
+			n, ok := plainLength(fl.value)
+			if !ok {
+				return headerFacts{}, false
+			}
+			f.contentLength = n
+		case "Host":
+			if _, dup := f.header["Host"]; dup {
+				return headerFacts{}, false
+			}
+			f.host = fl.value
+		case "Connection":
+			if !f.close && containsToken1(fl.value, "close") {
+				f.close = true
+			}
+		}
+		if vv, ok := f.header[fl.key]; ok {
+			f.header[fl.key] = append(vv, fl.value)
+			continue
+		}
+		vals[i] = fl.value
+		f.header[fl.key] = vals[i : i+1 : i+1]
+	}
+	// RFC 7234, section 5.4, as net/http's fixPragmaCacheControl.
+	if hp, ok := f.header["Pragma"]; ok && len(hp) > 0 && hp[0] == "no-cache" {
+		if _, cc := f.header["Cache-Control"]; !cc {
+			f.header["Cache-Control"] = []string{"no-cache"}
+		}
+	}
+	return f, true
+}
+
+// plainLength parses a Content-Length of 1 to 18 digits: always within
+// strconv.ParseUint(v, 10, 63), which net/http uses. Anything else (a
+// sign, a list, an empty value, more digits) is net/http's to judge.
+func plainLength(v string) (int64, bool) {
+	if len(v) == 0 || len(v) > 18 {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// containsToken1 reports whether the comma-separated value v holds token,
+// ASCII case-insensitively, as httpguts.HeaderValuesContainsToken does.
+func containsToken1(v, token string) bool {
+	for {
+		comma := strings.IndexByte(v, ',')
+		t := v
+		if comma >= 0 {
+			t = v[:comma]
+		}
+		if asciiEqualFold(trimOWS(t), token) {
+			return true
+		}
+		if comma < 0 {
+			return false
+		}
+		v = v[comma+1:]
+	}
+}
+
+// asciiEqualFold compares ASCII case-insensitively; any other byte must be
+// equal, and cannot be in token.
+func asciiEqualFold(s, token string) bool {
+	if len(s) != len(token) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		a, b := s[i], token[i]
+		if 'A' <= a && a <= 'Z' {
+			a += 'a' - 'A'
+		}
+		if 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		}
+		if a != b || a >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// fastReadResponse reads an answer's head from br as http.ReadResponse
+// would, if it is in the fast path's subset (scanHead) and its start line
+// is exactly "HTTP/1.1 DDD reason" with a status from 200 to 999. It
+// gives up on an answer with neither Content-Length nor a status or method
+// that rules out a body (its body would run until the connection closes),
+// leaving all of br for http.ReadResponse.
+func fastReadResponse(br *bufio.Reader, req *http.Request) (*http.Response, bool) {
+	buf, _ := br.Peek(br.Buffered())
+	var fields [maxFastFields]headField
+	h, ok := scanHead(buf, &fields)
+	if !ok {
+		return nil, false
+	}
+	line := h.line
+	// "HTTP/1.1 200" and a reason phrase after a space, if any: a second
+	// space, a tab, a sign or a status below 200 are net/http's.
+	if len(line) < 12 || line[:9] != "HTTP/1.1 " || len(line) > 12 && line[12] != ' ' {
+		return nil, false
+	}
+	code := 0
+	for _, c := range []byte(line[9:12]) {
+		if c < '0' || c > '9' {
+			return nil, false
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 200 {
+		return nil, false
+	}
+	f, ok := fastHeader(&h)
+	if !ok {
+		return nil, false
+	}
+	method := http.MethodGet
+	if req != nil && req.Method != "" {
+		method = req.Method
+	}
+	resp := &http.Response{
+		Status:     line[9:],
+		StatusCode: code,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     f.header,
+		Close:      f.close,
+		Request:    req,
+	}
+	if f.close {
+		// net/http's shouldClose drops it from an answer's header.
+		delete(f.header, "Connection")
+	}
+	switch {
+	case method == http.MethodHead:
+		resp.ContentLength = f.contentLength
+		resp.Body = http.NoBody
+	case code == http.StatusNoContent || code == http.StatusNotModified:
+		resp.Body = http.NoBody
+	case f.contentLength < 0:
+		return nil, false // a body until the connection closes
+	case f.contentLength == 0:
+		resp.Body = http.NoBody
+	default:
+		resp.ContentLength = f.contentLength
+		resp.Body = newFastBody(br, f.contentLength, f.close)
+	}
+	br.Discard(h.n)
+	return resp, true
+}
+
+// fastReadRequest reads a request's head from br as http.ReadRequest
+// would, if it is in the fast path's subset (scanHead) and its line is
+// "METHOD SP target SP HTTP/1.1" with a method other than CONNECT and PRI
+// (their targets are read differently) and a target of visible bytes. The
+// URL is net/http's own url.ParseRequestURI, so it cannot differ.
+func fastReadRequest(br *bufio.Reader) (*http.Request, bool) {
+	buf, _ := br.Peek(br.Buffered())
+	var fields [maxFastFields]headField
+	h, ok := scanHead(buf, &fields)
+	if !ok {
+		return nil, false
+	}
+	line := h.line
+	sp1 := strings.IndexByte(line, ' ')
+	if sp1 <= 0 || len(line) < sp1+11 || line[len(line)-9:] != " HTTP/1.1" {
+		return nil, false
+	}
+	method, target := line[:sp1], line[sp1+1:len(line)-9]
+	if target == "" || strings.IndexByte(target, ' ') >= 0 || method == http.MethodConnect || method == "PRI" {
+		return nil, false
+	}
+	for i := 0; i < len(method); i++ {
+		if !tokenByte[method[i]] {
+			return nil, false
+		}
+	}
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		return nil, false
+	}
+	f, ok := fastHeader(&h)
+	if !ok {
+		return nil, false
+	}
+	req := &http.Request{
+		Method:        method,
+		URL:           u,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        f.header,
+		ContentLength: max(f.contentLength, 0),
+		Close:         f.close,
+		Host:          u.Host,
+		RequestURI:    target,
+		Body:          http.NoBody,
+	}
+	if req.Host == "" {
+		req.Host = f.host
+	}
+	delete(f.header, "Host") // as http.ReadRequest
+	if f.contentLength > 0 {
+		req.Body = newFastBody(br, f.contentLength, f.close)
+	}
+	br.Discard(h.n)
+	return req, true
+}
+
+// fastBody is a body framed by its Content-Length, read as net/http's
+// (transfer.go, body) reads one: io.ErrUnexpectedEOF if the connection
+// ends early, io.EOF with the last bytes, ErrBodyReadAfterClose after
+// Close. Unlike net/http's it has no lock: Server and Transport hand it
+// out only inside serverBody and h1body, which serialise its reads.
+type fastBody struct {
+	src     io.LimitedReader
+	closing bool // the connection closes after the message
+	sawEOF  bool
+	closed  bool
+}
+
+func newFastBody(br *bufio.Reader, n int64, closing bool) *fastBody {
+	return &fastBody{src: io.LimitedReader{R: br, N: n}, closing: closing}
+}
+
+func (b *fastBody) Read(p []byte) (int, error) {
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	if b.sawEOF {
+		return 0, io.EOF
+	}
+	n, err := b.src.Read(p)
+	if err == io.EOF {
+		b.sawEOF = true
+		if b.src.N > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	if err == nil && n > 0 && b.src.N == 0 {
+		err = io.EOF
+		b.sawEOF = true
+	}
+	return n, err
+}
+
+// Close reads what is left, as net/http's body does, unless the
+// connection closes after the message anyway.
+func (b *fastBody) Close() error {
+	if b.closed {
+		return nil
+	}
+	var err error
+	if !b.sawEOF && !b.closing {
+		_, err = io.Copy(io.Discard, struct{ io.Reader }{b})
+	}
+	b.closed = true
+	return err
+}
