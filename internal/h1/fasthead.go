@@ -290,8 +290,8 @@ func containsToken1(v, token string) bool {
 	}
 }
 
-// asciiEqualFold compares ASCII case-insensitively; any other byte must be
-// equal, and cannot be in token.
+// asciiEqualFold compares s with an ASCII token case-insensitively: a
+// byte of s outside ASCII matches none of token's.
 func asciiEqualFold(s, token string) bool {
 	if len(s) != len(token) {
 		return false
@@ -304,7 +304,7 @@ func asciiEqualFold(s, token string) bool {
 		if 'A' <= b && b <= 'Z' {
 			b += 'a' - 'A'
 		}
-		if a != b || a >= 0x80 {
+		if a != b {
 			return false
 		}
 	}
