@@ -47,55 +47,91 @@ const maxFastFields = 32
 //     accepts them: no control byte);
 //   - at most maxFastFields fields.
 //
-// The head is copied once into a string, with the names canonicalised as
-// textproto.CanonicalMIMEHeaderKey does; lines, names and values are
-// pieces of it.
+// One pass over the bytes checks all that and finds the pieces; the head
+// is then copied once into a string, with the names canonicalised as
+// textproto.CanonicalMIMEHeaderKey does for a token, and lines, names and
+// values are pieces of it.
 func scanHead(buf []byte, fields *[maxFastFields]headField) (fastHead, bool) {
-	end := bytes.Index(buf, []byte("\r\n\r\n"))
-	if end < 0 {
+	lineEnd := bytes.IndexByte(buf, '\n')
+	if lineEnd < 1 || buf[lineEnd-1] != '\r' || !visibleLine(buf[:lineEnd-1]) {
 		return fastHead{}, false
 	}
-	n := end + 4
-	raw := buf[:n]
-	// First pass, on the bytes: check every line, and learn whether any
-	// name needs canonicalising.
-	lineEnd := bytes.IndexByte(raw, '\n')
-	if lineEnd < 1 || raw[lineEnd-1] != '\r' || !visibleLine(raw[:lineEnd-1]) {
-		return fastHead{}, false
-	}
-	canonical := true
+	// Where each field's name, colon and trimmed value are in buf.
+	var spans [maxFastFields]struct{ start, colon, vs, ve int }
 	count := 0
-	for i := lineEnd + 1; i < end+2; {
-		j := i + bytes.IndexByte(raw[i:], '\n') // the head ends in \n: found
-		if raw[j-1] != '\r' || count == maxFastFields {
+	canonical := true
+	i := lineEnd + 1
+	for {
+		if i+1 >= len(buf) {
+			return fastHead{}, false // not all here
+		}
+		if buf[i] == '\r' {
+			if buf[i+1] != '\n' {
+				return fastHead{}, false
+			}
+			break // the blank line: the head's end
+		}
+		if count == maxFastFields {
 			return fastHead{}, false
 		}
-		colon, ok := nameEnd(raw[i : j-1])
-		if !ok {
+		k := i
+		upper := true
+		for ; k < len(buf) && tokenByte[buf[k]]; k++ {
+			c := buf[k]
+			if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+				canonical = false
+			}
+			upper = c == '-'
+		}
+		if k == i || k == len(buf) || buf[k] != ':' {
 			return fastHead{}, false
 		}
-		if !canonicalName(raw[i : i+colon]) {
-			canonical = false
+		sp := &spans[count]
+		sp.start, sp.colon = i, k
+		for k++; k < len(buf) && (buf[k] == ' ' || buf[k] == '\t'); k++ {
 		}
-		if !valueBytes(raw[i+colon+1 : j-1]) {
+		sp.vs, sp.ve = k, k
+		for ; k < len(buf); k++ {
+			if c := buf[k]; fieldVChar[c] {
+				sp.ve = k + 1
+			} else if c != ' ' && c != '\t' {
+				break
+			}
+		}
+		if k+1 >= len(buf) || buf[k] != '\r' || buf[k+1] != '\n' {
 			return fastHead{}, false
 		}
 		count++
-		i = j + 1
+		i = k + 2
 	}
+	n := i + 2
 	var s string
 	if canonical {
-		s = string(raw)
+		s = string(buf[:n])
 	} else {
-		s = canonicalCopy(raw, lineEnd+1, end+2)
+		var sb strings.Builder
+		sb.Grow(n)
+		from := 0
+		for _, sp := range spans[:count] {
+			sb.Write(buf[from:sp.start])
+			upper := true
+			for _, c := range buf[sp.start:sp.colon] {
+				if upper && 'a' <= c && c <= 'z' {
+					c -= 'a' - 'A'
+				} else if !upper && 'A' <= c && c <= 'Z' {
+					c += 'a' - 'A'
+				}
+				sb.WriteByte(c)
+				upper = c == '-'
+			}
+			from = sp.colon
+		}
+		sb.Write(buf[from:n])
+		s = sb.String()
 	}
-	h := fastHead{line: s[:lineEnd-1], fields: fields[:0], n: n}
-	for i := lineEnd + 1; i < end+2; {
-		j := i + strings.IndexByte(s[i:], '\n')
-		line := s[i : j-1]
-		colon := strings.IndexByte(line, ':')
-		h.fields = append(h.fields, headField{key: line[:colon], value: trimOWS(line[colon+1:])})
-		i = j + 1
+	h := fastHead{line: s[:lineEnd-1], fields: fields[:count], n: n}
+	for j, sp := range spans[:count] {
+		h.fields[j] = headField{key: s[sp.start:sp.colon], value: s[sp.vs:sp.ve]}
 	}
 	return h, true
 }
@@ -114,73 +150,14 @@ func visibleLine(b []byte) bool {
 	return true
 }
 
-// nameEnd returns where the name of a field line ends (its colon), if the
-// name is a non-empty token: a line that starts with a space or tab (obs-
-// fold), has a space before its colon, or has no colon is not the fast
-// path's.
-func nameEnd(line []byte) (int, bool) {
-	for i, c := range line {
-		if c == ':' {
-			return i, i > 0
-		}
-		if !tokenByte[c] {
-			return 0, false
-		}
+// fieldVChar holds the bytes textproto accepts in a value but space and
+// tab: visible ASCII and obs-text (0x80 and above).
+var fieldVChar = func() (t [256]bool) {
+	for c := 0x21; c < 0x100; c++ {
+		t[c] = c != 0x7f
 	}
-	return 0, false
-}
-
-// valueBytes reports whether a field's value (with the space around it) is
-// made of bytes textproto accepts in a value, CR and LF excluded: visible
-// ASCII, space, tab and obs-text (0x80 and above).
-func valueBytes(v []byte) bool {
-	for _, c := range v {
-		if c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-// canonicalName reports whether a token is already canonical: upper case
-// first and after each hyphen, lower case elsewhere.
-func canonicalName(k []byte) bool {
-	upper := true
-	for _, c := range k {
-		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
-			return false
-		}
-		upper = c == '-'
-	}
-	return true
-}
-
-// canonicalCopy copies the head raw into a string, canonicalising the
-// names of the field lines between from and to as
-// textproto.CanonicalMIMEHeaderKey does for a token.
-func canonicalCopy(raw []byte, from, to int) string {
-	var sb strings.Builder
-	sb.Grow(len(raw))
-	sb.Write(raw[:from])
-	for i := from; i < to; {
-		j := i + bytes.IndexByte(raw[i:], '\n')
-		colon := bytes.IndexByte(raw[i:j], ':')
-		upper := true
-		for _, c := range raw[i : i+colon] {
-			if upper && 'a' <= c && c <= 'z' {
-				c -= 'a' - 'A'
-			} else if !upper && 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			sb.WriteByte(c)
-			upper = c == '-'
-		}
-		sb.Write(raw[i+colon : j+1])
-		i = j + 1
-	}
-	sb.Write(raw[to:])
-	return sb.String()
-}
+	return t
+}()
 
 // trimOWS drops the spaces and tabs around a value, as textproto does.
 func trimOWS(v string) string {
@@ -209,6 +186,7 @@ type headerFacts struct {
 // not plain digits.
 func fastHeader(h *fastHead) (headerFacts, bool) {
 	f := headerFacts{contentLength: -1}
+	haveHost, havePragma := false, false
 	// Each key's values are a piece of one slice with its capacity cut, as
 	// textproto does, so that an append to one does not write over the
 	// next.
@@ -228,10 +206,12 @@ func fastHeader(h *fastHead) (headerFacts, bool) {
 			}
 			f.contentLength = n
 		case "Host":
-			if _, dup := f.header["Host"]; dup {
+			if haveHost {
 				return headerFacts{}, false
 			}
-			f.host = fl.value
+			haveHost, f.host = true, fl.value
+		case "Pragma":
+			havePragma = true
 		case "Connection":
 			if !f.close && containsToken1(fl.value, "close") {
 				f.close = true
@@ -245,7 +225,7 @@ func fastHeader(h *fastHead) (headerFacts, bool) {
 		f.header[fl.key] = vals[i : i+1 : i+1]
 	}
 	// RFC 7234, section 5.4, as net/http's fixPragmaCacheControl.
-	if hp, ok := f.header["Pragma"]; ok && len(hp) > 0 && hp[0] == "no-cache" {
+	if havePragma && f.header["Pragma"][0] == "no-cache" {
 		if _, cc := f.header["Cache-Control"]; !cc {
 			f.header["Cache-Control"] = []string{"no-cache"}
 		}
