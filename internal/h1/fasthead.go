@@ -170,29 +170,22 @@ func trimOWS(v string) string {
 	return v
 }
 
-// headerFacts is what the framing needs from a fast head's fields, which
-// any field out of the fast path's subset makes it give up on.
+// headerFacts is what the framing needs from a fast head's fields.
 type headerFacts struct {
-	header        http.Header
 	contentLength int64 // -1 when there is none
 	close         bool  // Connection has the token close
 	host          string
+	pragma        bool // a Pragma field came
 }
 
-// fastHeader builds the header map as textproto would from h's fields,
-// with net/http's fix of Pragma, and reads what framing needs. It gives up
-// on Transfer-Encoding, Trailer and Expect (net/http's own rules apply),
-// on more than one Content-Length or Host, and on a Content-Length that is
-// not plain digits.
-func fastHeader(h *fastHead) (headerFacts, bool) {
+// fastFacts reads what framing needs from h's fields, before anything is
+// allocated. It gives up on Transfer-Encoding, Trailer and Expect (net/
+// http's own rules apply), on more than one Content-Length or Host, and on
+// a Content-Length that is not plain digits.
+func fastFacts(h *fastHead) (headerFacts, bool) {
 	f := headerFacts{contentLength: -1}
-	haveHost, havePragma := false, false
-	// Each key's values are a piece of one slice with its capacity cut, as
-	// textproto does, so that an append to one does not write over the
-	// next.
-	vals := make([]string, len(h.fields))
-	f.header = make(http.Header, len(h.fields))
-	for i, fl := range h.fields {
+	haveHost := false
+	for _, fl := range h.fields {
 		switch fl.key {
 		case "Transfer-Encoding", "Trailer", "Expect":
 			return headerFacts{}, false
@@ -211,26 +204,60 @@ func fastHeader(h *fastHead) (headerFacts, bool) {
 			}
 			haveHost, f.host = true, fl.value
 		case "Pragma":
-			havePragma = true
+			f.pragma = true
 		case "Connection":
 			if !f.close && containsToken1(fl.value, "close") {
 				f.close = true
 			}
 		}
-		if vv, ok := f.header[fl.key]; ok {
-			f.header[fl.key] = append(vv, fl.value)
+	}
+	return f, true
+}
+
+// fastHeader builds the header map as textproto would from h's fields,
+// with net/http's fix of Pragma. Each key's values are a piece of one
+// slice with its capacity cut, as textproto's are, so that an append to
+// one does not write over the next; vals is that slice when it is long
+// enough.
+func fastHeader(h *fastHead, f *headerFacts, vals []string) http.Header {
+	if len(vals) < len(h.fields) {
+		vals = make([]string, len(h.fields))
+	}
+	header := make(http.Header, len(h.fields))
+	for i, fl := range h.fields {
+		if vv, ok := header[fl.key]; ok {
+			header[fl.key] = append(vv, fl.value)
 			continue
 		}
 		vals[i] = fl.value
-		f.header[fl.key] = vals[i : i+1 : i+1]
+		header[fl.key] = vals[i : i+1 : i+1]
 	}
 	// RFC 7234, section 5.4, as net/http's fixPragmaCacheControl.
-	if havePragma && f.header["Pragma"][0] == "no-cache" {
-		if _, cc := f.header["Cache-Control"]; !cc {
-			f.header["Cache-Control"] = []string{"no-cache"}
+	if f.pragma && header["Pragma"][0] == "no-cache" {
+		if _, cc := header["Cache-Control"]; !cc {
+			header["Cache-Control"] = []string{"no-cache"}
 		}
 	}
-	return f, true
+	return header
+}
+
+// fastVals is how many values a fast message carries in its own
+// allocation; a head with more fields allocates them apart.
+const fastVals = 8
+
+// fastResponse is a response read by fastReadResponse, its body and the
+// backing of its header's values in one allocation.
+type fastResponse struct {
+	resp http.Response
+	body fastBody
+	vals [fastVals]string
+}
+
+// fastRequest is fastResponse's counterpart for fastReadRequest.
+type fastRequest struct {
+	req  http.Request
+	body fastBody
+	vals [fastVals]string
 }
 
 // plainLength parses a Content-Length of 1 to 18 digits: always within
@@ -320,7 +347,7 @@ func fastReadResponse(br *bufio.Reader, req *http.Request) (*http.Response, bool
 	if code < 200 {
 		return nil, false
 	}
-	f, ok := fastHeader(&h)
+	f, ok := fastFacts(&h)
 	if !ok {
 		return nil, false
 	}
@@ -328,36 +355,39 @@ func fastReadResponse(br *bufio.Reader, req *http.Request) (*http.Response, bool
 	if req != nil && req.Method != "" {
 		method = req.Method
 	}
-	resp := &http.Response{
+	// As net/http's fixLength: the method and status decide before the
+	// Content-Length does.
+	noBody := method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
+	if !noBody && f.contentLength < 0 {
+		return nil, false // a body until the connection closes
+	}
+	fr := new(fastResponse)
+	fr.resp = http.Response{
 		Status:     line[9:],
 		StatusCode: code,
 		Proto:      "HTTP/1.1",
 		ProtoMajor: 1,
 		ProtoMinor: 1,
-		Header:     f.header,
+		Header:     fastHeader(&h, &f, fr.vals[:]),
 		Close:      f.close,
 		Request:    req,
+		Body:       http.NoBody,
 	}
 	if f.close {
 		// net/http's shouldClose drops it from an answer's header.
-		delete(f.header, "Connection")
+		delete(fr.resp.Header, "Connection")
 	}
 	switch {
 	case method == http.MethodHead:
-		resp.ContentLength = f.contentLength
-		resp.Body = http.NoBody
-	case code == http.StatusNoContent || code == http.StatusNotModified:
-		resp.Body = http.NoBody
-	case f.contentLength < 0:
-		return nil, false // a body until the connection closes
-	case f.contentLength == 0:
-		resp.Body = http.NoBody
-	default:
-		resp.ContentLength = f.contentLength
-		resp.Body = newFastBody(br, f.contentLength, f.close)
+		fr.resp.ContentLength = f.contentLength
+	case noBody:
+	case f.contentLength > 0:
+		fr.resp.ContentLength = f.contentLength
+		fr.body = fastBody{src: io.LimitedReader{R: br, N: f.contentLength}, closing: f.close}
+		fr.resp.Body = &fr.body
 	}
 	br.Discard(h.n)
-	return resp, true
+	return &fr.resp, true
 }
 
 // fastReadRequest reads a request's head from br as http.ReadRequest
@@ -386,36 +416,38 @@ func fastReadRequest(br *bufio.Reader) (*http.Request, bool) {
 			return nil, false
 		}
 	}
+	f, ok := fastFacts(&h)
+	if !ok {
+		return nil, false
+	}
 	u, err := url.ParseRequestURI(target)
 	if err != nil {
 		return nil, false
 	}
-	f, ok := fastHeader(&h)
-	if !ok {
-		return nil, false
-	}
-	req := &http.Request{
+	fr := new(fastRequest)
+	fr.req = http.Request{
 		Method:        method,
 		URL:           u,
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
-		Header:        f.header,
+		Header:        fastHeader(&h, &f, fr.vals[:]),
 		ContentLength: max(f.contentLength, 0),
 		Close:         f.close,
 		Host:          u.Host,
 		RequestURI:    target,
 		Body:          http.NoBody,
 	}
-	if req.Host == "" {
-		req.Host = f.host
+	if fr.req.Host == "" {
+		fr.req.Host = f.host
 	}
-	delete(f.header, "Host") // as http.ReadRequest
+	delete(fr.req.Header, "Host") // as http.ReadRequest
 	if f.contentLength > 0 {
-		req.Body = newFastBody(br, f.contentLength, f.close)
+		fr.body = fastBody{src: io.LimitedReader{R: br, N: f.contentLength}, closing: f.close}
+		fr.req.Body = &fr.body
 	}
 	br.Discard(h.n)
-	return req, true
+	return &fr.req, true
 }
 
 // fastBody is a body framed by its Content-Length, read as net/http's
@@ -428,10 +460,6 @@ type fastBody struct {
 	closing bool // the connection closes after the message
 	sawEOF  bool
 	closed  bool
-}
-
-func newFastBody(br *bufio.Reader, n int64, closing bool) *fastBody {
-	return &fastBody{src: io.LimitedReader{R: br, N: n}, closing: closing}
 }
 
 func (b *fastBody) Read(p []byte) (int, error) {

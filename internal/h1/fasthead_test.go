@@ -206,6 +206,18 @@ func consumed(br *bufio.Reader, src *bytes.Reader, total int) int {
 	return total - src.Len() - br.Buffered()
 }
 
+// capsDiffer names a key whose values' capacity differs between two
+// headers: textproto cuts it to their length, so that appending to one
+// key's values cannot write over another's.
+func capsDiffer(got, want http.Header) string {
+	for k, vv := range want {
+		if cap(got[k]) != cap(vv) {
+			return fmt.Sprintf("%s: cap %d, net/http's %d", k, cap(got[k]), cap(vv))
+		}
+	}
+	return ""
+}
+
 // readTrace reads body to its end in small reads, then once more, closes
 // it and reads once after: every result, in order.
 func readTrace(body io.ReadCloser) string {
@@ -258,6 +270,9 @@ func checkFastResponse(t *testing.T, raw []byte, method string) {
 	if !reflect.DeepEqual(fast, want) {
 		t.Fatalf("responses differ:\nfast     %#v\nnet/http %#v", *fast, *want)
 	}
+	if k := capsDiffer(fast.Header, want.Header); k != "" {
+		t.Fatalf("header values' capacity differs: %s", k)
+	}
 	if got, exp := readTrace(fastBody), readTrace(wantBody); got != exp {
 		t.Fatalf("bodies read differently:\nfast     %s\nnet/http %s", got, exp)
 	}
@@ -293,6 +308,9 @@ func checkFastRequest(t *testing.T, raw []byte) {
 	fast.Body, want.Body = nil, nil
 	if !reflect.DeepEqual(fast, want) {
 		t.Fatalf("requests differ:\nfast     %#v\nnet/http %#v", *fast, *want)
+	}
+	if k := capsDiffer(fast.Header, want.Header); k != "" {
+		t.Fatalf("header values' capacity differs: %s", k)
 	}
 	if got, exp := readTrace(fastBody), readTrace(wantBody); got != exp {
 		t.Fatalf("bodies read differently:\nfast     %s\nnet/http %s", got, exp)
