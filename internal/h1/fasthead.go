@@ -16,7 +16,7 @@ import (
 // after"): a textproto reader, a string per line and per value, a map
 // filled key by key after canonicalising each one. The fast readers here
 // take only a head that is wholly in the buffer and inside a narrow,
-// common subset (listed at fastHead), build the same Request or Response
+// common subset (listed at scanHead), build the same Request or Response
 // from one string, and for anything else say "not mine" without consuming
 // a byte, so that net/http reads the same bytes as before. They never
 // decide anything net/http would decide otherwise: the differential
@@ -50,7 +50,8 @@ const maxFastFields = 32
 // One pass over the bytes checks all that and finds the pieces; the head
 // is then copied once into a string, with the names canonicalised as
 // textproto.CanonicalMIMEHeaderKey does for a token, and lines, names and
-// values are pieces of it.
+// values are pieces of it. A value kept after the message keeps the whole
+// head, at most a connection's 4 KiB buffer.
 func scanHead(buf []byte, fields *[maxFastFields]headField) (fastHead, bool) {
 	lineEnd := bytes.IndexByte(buf, '\n')
 	if lineEnd < 1 || buf[lineEnd-1] != '\r' || !visibleLine(buf[:lineEnd-1]) {

@@ -27,7 +27,8 @@ import (
 // net/http's server starts a goroutine per request only to learn whether
 // the app hangs up, and clones and sorts the response headers, a large
 // share of a small request's cost (bench/README.md). Here one goroutine per
-// connection reads each request with net/http's parser, runs the handler
+// connection reads each request with net/http's parser (the ordinary head
+// with a strict reader held to its result, fasthead.go), runs the handler
 // and writes the answer; an app that hangs up while its request waits is
 // found by a shared watcher that peeks at such connections a few times a
 // second.
