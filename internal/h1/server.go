@@ -429,9 +429,10 @@ func (c *serverConn) readRequest() (*http.Request, *requestContext, error) {
 	buffered, _ := c.br.Peek(c.br.Buffered())
 	c.head = append(c.head[:0], buffered...)
 	// The ordinary request is read by the strict fast reader (fasthead.go),
-	// which takes only a head wholly in the buffer, so within the limit;
-	// anything else, from the same unread bytes, by net/http. The checks
-	// below are made on either.
+	// which takes only a head wholly in the buffer, and the buffer is
+	// smaller than the limit (MaxHeaderBytes and 4 KiB): net/http would not
+	// have reached it either. Anything else is read by net/http, from the
+	// same unread bytes. The checks below are made on either.
 	req, ok := fastReadRequest(c.br)
 	if !ok {
 		c.lr.rec = &c.head
