@@ -26,11 +26,13 @@ import (
 // headField is one header line of a head: key canonical, value trimmed.
 type headField struct{ key, value string }
 
-// fastHead is a head read by scanHead.
+// fastHead is a head read by scanHead. Its fields are kept in place, so
+// that it stays on its reader's stack.
 type fastHead struct {
-	line   string      // the start line
-	fields []headField // in the order they came
-	n      int         // the head's length, blank line included
+	line   string // the start line
+	fields [maxFastFields]headField
+	count  int // fields[:count] came, in that order
+	n      int // the head's length, blank line included
 }
 
 // maxFastFields bounds the fields a fast head may have: an ordinary head
@@ -52,10 +54,10 @@ const maxFastFields = 32
 // textproto.CanonicalMIMEHeaderKey does for a token, and lines, names and
 // values are pieces of it. A value kept after the message keeps the whole
 // head, at most a connection's 4 KiB buffer.
-func scanHead(buf []byte, fields *[maxFastFields]headField) (fastHead, bool) {
+func scanHead(buf []byte, h *fastHead) bool {
 	lineEnd := bytes.IndexByte(buf, '\n')
 	if lineEnd < 1 || buf[lineEnd-1] != '\r' || !visibleLine(buf[:lineEnd-1]) {
-		return fastHead{}, false
+		return false
 	}
 	// Where each field's name, colon and trimmed value are in buf.
 	var spans [maxFastFields]struct{ start, colon, vs, ve int }
@@ -64,16 +66,16 @@ func scanHead(buf []byte, fields *[maxFastFields]headField) (fastHead, bool) {
 	i := lineEnd + 1
 	for {
 		if i+1 >= len(buf) {
-			return fastHead{}, false // not all here
+			return false // not all here
 		}
 		if buf[i] == '\r' {
 			if buf[i+1] != '\n' {
-				return fastHead{}, false
+				return false
 			}
 			break // the blank line: the head's end
 		}
 		if count == maxFastFields {
-			return fastHead{}, false
+			return false
 		}
 		k := i
 		upper := true
@@ -85,7 +87,7 @@ func scanHead(buf []byte, fields *[maxFastFields]headField) (fastHead, bool) {
 			upper = c == '-'
 		}
 		if k == i || k == len(buf) || buf[k] != ':' {
-			return fastHead{}, false
+			return false
 		}
 		sp := &spans[count]
 		sp.start, sp.colon = i, k
@@ -100,7 +102,7 @@ func scanHead(buf []byte, fields *[maxFastFields]headField) (fastHead, bool) {
 			}
 		}
 		if k+1 >= len(buf) || buf[k] != '\r' || buf[k+1] != '\n' {
-			return fastHead{}, false
+			return false
 		}
 		count++
 		i = k + 2
@@ -130,11 +132,11 @@ func scanHead(buf []byte, fields *[maxFastFields]headField) (fastHead, bool) {
 		sb.Write(buf[from:n])
 		s = sb.String()
 	}
-	h := fastHead{line: s[:lineEnd-1], fields: fields[:count], n: n}
+	h.line, h.count, h.n = s[:lineEnd-1], count, n
 	for j, sp := range spans[:count] {
 		h.fields[j] = headField{key: s[sp.start:sp.colon], value: s[sp.vs:sp.ve]}
 	}
-	return h, true
+	return true
 }
 
 // visibleLine reports whether a start line is not empty and holds only
@@ -186,7 +188,7 @@ type headerFacts struct {
 func fastFacts(h *fastHead) (headerFacts, bool) {
 	f := headerFacts{contentLength: -1}
 	haveHost := false
-	for _, fl := range h.fields {
+	for _, fl := range h.fields[:h.count] {
 		switch fl.key {
 		case "Transfer-Encoding", "Trailer", "Expect":
 			return headerFacts{}, false
@@ -221,11 +223,11 @@ func fastFacts(h *fastHead) (headerFacts, bool) {
 // one does not write over the next; vals is that slice when it is long
 // enough.
 func fastHeader(h *fastHead, f *headerFacts, vals []string) http.Header {
-	if len(vals) < len(h.fields) {
-		vals = make([]string, len(h.fields))
+	if len(vals) < h.count {
+		vals = make([]string, h.count)
 	}
-	header := make(http.Header, len(h.fields))
-	for i, fl := range h.fields {
+	header := make(http.Header, h.count)
+	for i, fl := range h.fields[:h.count] {
 		if vv, ok := header[fl.key]; ok {
 			header[fl.key] = append(vv, fl.value)
 			continue
@@ -327,9 +329,8 @@ func asciiEqualFold(s, token string) bool {
 // leaving all of br for http.ReadResponse.
 func fastReadResponse(br *bufio.Reader, req *http.Request) (*http.Response, bool) {
 	buf, _ := br.Peek(br.Buffered())
-	var fields [maxFastFields]headField
-	h, ok := scanHead(buf, &fields)
-	if !ok {
+	var h fastHead
+	if !scanHead(buf, &h) {
 		return nil, false
 	}
 	line := h.line
@@ -398,9 +399,8 @@ func fastReadResponse(br *bufio.Reader, req *http.Request) (*http.Response, bool
 // URL is net/http's own url.ParseRequestURI, so it cannot differ.
 func fastReadRequest(br *bufio.Reader) (*http.Request, bool) {
 	buf, _ := br.Peek(br.Buffered())
-	var fields [maxFastFields]headField
-	h, ok := scanHead(buf, &fields)
-	if !ok {
+	var h fastHead
+	if !scanHead(buf, &h) {
 		return nil, false
 	}
 	line := h.line

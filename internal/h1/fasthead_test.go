@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -481,5 +482,56 @@ func TestFastPathIsTaken(t *testing.T) {
 		}
 	default:
 		t.Fatalf("the POST was not handled: %s", resp.Status)
+	}
+}
+
+// TestFastHeadAllocates guards what the fast readers cost in garbage on an
+// ordinary head: fewer allocations than net/http's readers, and about as
+// many bytes. The head is one string, names and separators included,
+// where net/http copies only the values and interns common names, so a
+// quarter more is allowed; the scan's own bookkeeping once escaped to the
+// heap, a kilobyte per head, which this catches.
+func TestFastHeadAllocates(t *testing.T) {
+	const answer = "HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Sun, 06 Dec 2026 11:00:00 GMT\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n{}"
+	const request = "GET /v1/customers?limit=10 HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: Go-http-client/1.1\r\nAccept-Encoding: gzip\r\n\r\n"
+	get := &http.Request{Method: http.MethodGet}
+	cost := func(raw string, read func(*bufio.Reader) bool) (allocs, bytes float64) {
+		src := strings.NewReader(raw)
+		br := bufio.NewReaderSize(src, 4<<10)
+		run := func() {
+			src.Reset(raw)
+			br.Reset(src)
+			br.Peek(1)
+			if !read(br) {
+				t.Fatalf("not read: %q", raw)
+			}
+		}
+		run()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		const runs = 100
+		for range runs {
+			run()
+		}
+		runtime.ReadMemStats(&after)
+		return float64(after.Mallocs-before.Mallocs) / runs, float64(after.TotalAlloc-before.TotalAlloc) / runs
+	}
+	for _, tt := range []struct {
+		name, raw  string
+		fast, slow func(*bufio.Reader) bool
+	}{
+		{"answer", answer,
+			func(br *bufio.Reader) bool { _, ok := fastReadResponse(br, get); return ok },
+			func(br *bufio.Reader) bool { _, err := http.ReadResponse(br, get); return err == nil }},
+		{"request", request,
+			func(br *bufio.Reader) bool { _, ok := fastReadRequest(br); return ok },
+			func(br *bufio.Reader) bool { _, err := http.ReadRequest(br); return err == nil }},
+	} {
+		fa, fb := cost(tt.raw, tt.fast)
+		sa, sb := cost(tt.raw, tt.slow)
+		t.Logf("%s: fast %.1f allocations, %.0f bytes; net/http %.1f, %.0f", tt.name, fa, fb, sa, sb)
+		if fa >= sa || fb > 1.25*sb {
+			t.Errorf("%s: the fast reader allocates %.1f times, %.0f bytes; net/http %.1f times, %.0f bytes", tt.name, fa, fb, sa, sb)
+		}
 	}
 }
