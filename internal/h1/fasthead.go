@@ -394,9 +394,10 @@ func fastReadResponse(br *bufio.Reader, req *http.Request) (*http.Response, bool
 
 // fastReadRequest reads a request's head from br as http.ReadRequest
 // would, if it is in the fast path's subset (scanHead) and its line is
-// "METHOD SP target SP HTTP/1.1" with a method other than CONNECT and PRI
-// (their targets are read differently) and a target of visible bytes. The
-// URL is net/http's own url.ParseRequestURI, so it cannot differ.
+// "METHOD SP target SP HTTP/1.1" with a target of visible bytes and a
+// method other than CONNECT (whose target is an authority, read
+// differently) and PRI (HTTP/2's preface). The URL is net/http's own
+// url.ParseRequestURI, so it cannot differ.
 func fastReadRequest(br *bufio.Reader) (*http.Request, bool) {
 	buf, _ := br.Peek(br.Buffered())
 	var h fastHead
@@ -492,7 +493,7 @@ func (b *fastBody) Close() error {
 	}
 	var err error
 	if !b.sawEOF && !b.closing {
-		_, err = io.Copy(io.Discard, struct{ io.Reader }{b})
+		_, err = io.Copy(io.Discard, b)
 	}
 	b.closed = true
 	return err
