@@ -1,7 +1,8 @@
 // Package h1 is an HTTP/1.x server and an HTTP/1.1 client transport that do
 // a request's I/O on the goroutine that handles it, where net/http hands
-// every request between goroutines; both parse with net/http's own parsers
-// and make the checks net/http makes around them.
+// every request between goroutines; both parse with net/http's own parsers,
+// but for the ordinary head, which a strict reader held to their result
+// takes (fasthead.go), and make the checks net/http makes around them.
 //
 // It knows nothing of the proxy. Server serves any http.Handler; beside the
 // standard http.ResponseWriter, http.Flusher and http.Hijacker, its

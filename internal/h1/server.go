@@ -27,7 +27,8 @@ import (
 // net/http's server starts a goroutine per request only to learn whether
 // the app hangs up, and clones and sorts the response headers, a large
 // share of a small request's cost (bench/README.md). Here one goroutine per
-// connection reads each request with net/http's parser, runs the handler
+// connection reads each request with net/http's parser (the ordinary head
+// with a strict reader held to its result, fasthead.go), runs the handler
 // and writes the answer; an app that hangs up while its request waits is
 // found by a shared watcher that peeks at such connections a few times a
 // second.
@@ -427,14 +428,23 @@ func (c *serverConn) readRequest() (*http.Request, *requestContext, error) {
 	// which the checks below need to see.
 	buffered, _ := c.br.Peek(c.br.Buffered())
 	c.head = append(c.head[:0], buffered...)
-	c.lr.rec = &c.head
-	req, err := http.ReadRequest(c.br)
-	c.lr.rec = nil
-	if err != nil {
-		if c.lr.remain <= 0 {
-			return nil, nil, errTooLarge
+	// The ordinary request is read by the strict fast reader (fasthead.go),
+	// which takes only a head wholly in the buffer, and the buffer is
+	// smaller than the limit (MaxHeaderBytes and 4 KiB): net/http would not
+	// have reached it either. Anything else is read by net/http, from the
+	// same unread bytes. The checks below are made on either.
+	req, ok := fastReadRequest(c.br)
+	if !ok {
+		c.lr.rec = &c.head
+		var err error
+		req, err = http.ReadRequest(c.br)
+		c.lr.rec = nil
+		if err != nil {
+			if c.lr.remain <= 0 {
+				return nil, nil, errTooLarge
+			}
+			return nil, nil, err
 		}
-		return nil, nil, err
 	}
 	c.lr.remain = math.MaxInt64
 	head := c.head[:len(c.head)-c.br.Buffered()]

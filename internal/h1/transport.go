@@ -317,6 +317,13 @@ func readResponse(pc *h1conn, req *http.Request) (*http.Response, error) {
 		return nil, errNothingRead{err}
 	}
 	for {
+		// The ordinary answer is read by the strict fast reader
+		// (fasthead.go); anything else, from the same unread bytes, by
+		// net/http.
+		resp, ok := fastReadResponse(pc.br, req)
+		if ok {
+			return resp, nil
+		}
 		resp, err := http.ReadResponse(pc.br, req)
 		if err != nil {
 			if pc.lr.remain <= 0 {
