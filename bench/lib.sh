@@ -55,11 +55,11 @@ wait_port() {
 	die "$3 did not listen on $1 within 15 s"
 }
 
-# build_proxy OUT: dinie-auth-proxy as the Dockerfile builds it, without
-# cgo (a cgo build maps libc and its loader: 1.4 MiB more RSS than what
+# build_proxy OUT: dinie-auth-proxy without cgo, as the Dockerfile builds it
+# (a cgo build maps libc and its loader: 1.4 MiB more RSS than what
 # ships), but with its symbols, for perf and callgrind.
 build_proxy() {
-	CGO_ENABLED=0 go build -trimpath -o "$1" .
+	CGO_ENABLED=0 go build -o "$1" .
 }
 
 # cpu_ticks PID...: utime + stime (fields 14 and 15 of /proc/PID/stat) summed.
