@@ -65,3 +65,41 @@ func TestH1RefusesWhatNetHTTPRefusesToSend(t *testing.T) {
 		t.Errorf("the upstream received %d requests", n)
 	}
 }
+
+// validFieldValue's word-at-a-time check must say what the byte loop
+// says, whatever the bytes and wherever they sit in a word.
+func FuzzValidFieldValue(f *testing.F) {
+	for _, s := range []string{"", "Bearer fake-token-for-tests", "a\tb", "abcdefg\x7f", "abcdefgh\x00ijk",
+		"\x1f", "\x80\x9f\xff\x7e\x20\x21", strings.Repeat("x", 1024) + "\r", "tab\tinside a long value\t"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		if got, want := validFieldValue(v), validFieldBytes(v); got != want {
+			t.Fatalf("validFieldValue(%q) = %v, the byte loop says %v", v, got, want)
+		}
+	})
+}
+
+// Every byte value, at every offset of a word, is judged as the byte
+// loop judges it.
+func TestValidFieldValueEveryByteEverywhere(t *testing.T) {
+	base := []byte("0123456789abcdefghij")
+	for c := range 256 {
+		for at := range len(base) {
+			v := append([]byte(nil), base...)
+			v[at] = byte(c)
+			if got, want := validFieldValue(string(v)), validFieldBytes(string(v)); got != want {
+				t.Fatalf("byte %#x at %d: validFieldValue says %v, the byte loop %v", c, at, got, want)
+			}
+		}
+	}
+}
+
+func BenchmarkValidFieldValue(b *testing.B) {
+	token := "Bearer " + strings.Repeat("eyJhbGciOiJSUzI1NiJ9", 50) // the size of a real access token
+	for b.Loop() {
+		if !validFieldValue(token) {
+			b.Fatal("a clean token refused")
+		}
+	}
+}
