@@ -86,8 +86,18 @@ func scanHead(buf []byte, h *fastHead) bool {
 		if count == maxFastFields {
 			return false
 		}
-		k, odd := nameStop(buf, i)
-		miscased |= odd
+		k := i
+		// A lower-case letter is out of place at a word's start, an
+		// upper-case one elsewhere.
+		misplaced := uint8(nameLower)
+		for ; k < len(buf); k++ {
+			t := nameByte[buf[k]]
+			if t&nameToken == 0 {
+				break
+			}
+			miscased |= t & misplaced
+			misplaced = t >> 4
+		}
 		if k == i || k == len(buf) || buf[k] != ':' {
 			return false
 		}
@@ -177,58 +187,6 @@ func lineStop(b []byte, k int, inValue bool) int {
 		}
 	}
 	return k
-}
-
-// nameStop returns the first index from k of a byte a field name may not
-// hold (its colon, if it is well formed), and non-zero if a letter before
-// it is not in the case textproto.CanonicalMIMEHeaderKey would give it.
-//
-// Most names are letters and dashes, which it looks at eight bytes at a
-// time; a name with anything else (a digit, '_', ...) is read again from
-// its start one byte at a time, through nameByte.
-func nameStop(b []byte, k int) (int, uint8) {
-	start := k
-	var miscased uint64
-	after := uint64(0x80) // byte 0 of the word starts a word of the name
-	for k+8 <= len(b) {
-		x := binary.LittleEndian.Uint64(b[k:])
-		if x&0x8080808080808080 != 0 {
-			break
-		}
-		// With every byte below 0x80, no sum below carries into the next
-		// byte, so each flag is exact.
-		y := x | 0x2020202020202020
-		letter := (y + 0x1f1f1f1f1f1f1f1f) &^ (y + 0x0505050505050505) & 0x8080808080808080 // 'a' <= y <= 'z'
-		dash := ^((x ^ 0x2d2d2d2d2d2d2d2d) + 0x7f7f7f7f7f7f7f7f) & 0x8080808080808080
-		colon := ^((x ^ 0x3a3a3a3a3a3a3a3a) + 0x7f7f7f7f7f7f7f7f) & 0x8080808080808080
-		in := ((colon & -colon) - 1) & 0x8080808080808080 // the bytes before the first colon
-		if (letter|dash)&in != in {
-			break
-		}
-		upper := letter &^ (x << 2) // case bit 0x20 clear
-		miscased |= (upper ^ (dash<<8 | after)) & letter & in
-		if colon != 0 {
-			if miscased != 0 {
-				return k + bits.TrailingZeros64(colon)>>3, nameUpper
-			}
-			return k + bits.TrailingZeros64(colon)>>3, 0
-		}
-		after = dash >> 56
-		k += 8
-	}
-	// A lower-case letter is out of place at a word's start, an upper-case
-	// one elsewhere.
-	var odd uint8
-	misplaced := uint8(nameLower)
-	for k = start; k < len(b); k++ {
-		t := nameByte[b[k]]
-		if t&nameToken == 0 {
-			break
-		}
-		odd |= t & misplaced
-		misplaced = t >> 4
-	}
-	return k, odd
 }
 
 // nameByte classes a byte of a field name: whether it is a token's
