@@ -2,8 +2,9 @@ package h1
 
 import (
 	"bufio"
-	"bytes"
+	"encoding/binary"
 	"io"
+	"math/bits"
 	"net/http"
 	"net/url"
 	"strings"
@@ -54,16 +55,24 @@ const maxFastFields = 32
 // textproto.CanonicalMIMEHeaderKey does for a token, and lines, names and
 // values are pieces of it. A value kept after the message keeps the whole
 // head, at most a connection's 4 KiB buffer.
+//
+// It runs on both heads of every request, so the start line and values,
+// most of a head's bytes, are looked at eight bytes at a time (lineStop),
+// and a name's bytes through one table that says at once whether a byte
+// is a token's and whether its case is canonical where it stands. The
+// differential test and fuzzer in fastscan_test.go hold it to the
+// byte-by-byte scan it replaced, input by input.
 func scanHead(buf []byte, h *fastHead) bool {
-	lineEnd := bytes.IndexByte(buf, '\n')
-	if lineEnd < 1 || buf[lineEnd-1] != '\r' || !visibleLine(buf[:lineEnd-1]) {
+	// The start line: visible ASCII and spaces up to its CRLF.
+	lineEnd := lineStop(buf, 0, false)
+	if lineEnd == 0 || lineEnd+1 >= len(buf) || buf[lineEnd] != '\r' || buf[lineEnd+1] != '\n' {
 		return false
 	}
 	// Where each field's name, colon and trimmed value are in buf.
-	var spans [maxFastFields]struct{ start, colon, vs, ve int }
+	var spans [maxFastFields]struct{ start, colon, vs, ve int32 }
 	count := 0
-	canonical := true
-	i := lineEnd + 1
+	var miscased uint8
+	i := lineEnd + 2
 	for {
 		if i+1 >= len(buf) {
 			return false // not all here
@@ -78,38 +87,40 @@ func scanHead(buf []byte, h *fastHead) bool {
 			return false
 		}
 		k := i
-		upper := true
-		for ; k < len(buf) && tokenByte[buf[k]]; k++ {
-			c := buf[k]
-			if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
-				canonical = false
+		// A lower-case letter is out of place at a word's start, an
+		// upper-case one elsewhere.
+		misplaced := uint8(nameLower)
+		for ; k < len(buf); k++ {
+			t := nameByte[buf[k]]
+			if t&nameToken == 0 {
+				break
 			}
-			upper = c == '-'
+			miscased |= t & misplaced
+			misplaced = t >> 4
 		}
 		if k == i || k == len(buf) || buf[k] != ':' {
 			return false
 		}
 		sp := &spans[count]
-		sp.start, sp.colon = i, k
+		sp.start, sp.colon = int32(i), int32(k)
 		for k++; k < len(buf) && (buf[k] == ' ' || buf[k] == '\t'); k++ {
 		}
-		sp.vs, sp.ve = k, k
-		for ; k < len(buf); k++ {
-			if c := buf[k]; fieldVChar[c] {
-				sp.ve = k + 1
-			} else if c != ' ' && c != '\t' {
-				break
-			}
-		}
+		vs := k
+		k = lineStop(buf, k, true)
 		if k+1 >= len(buf) || buf[k] != '\r' || buf[k+1] != '\n' {
 			return false
 		}
+		ve := k
+		for ve > vs && (buf[ve-1] == ' ' || buf[ve-1] == '\t') {
+			ve--
+		}
+		sp.vs, sp.ve = int32(vs), int32(ve)
 		count++
 		i = k + 2
 	}
 	n := i + 2
 	var s string
-	if canonical {
+	if miscased == 0 {
 		s = string(buf[:n])
 	} else {
 		var sb strings.Builder
@@ -127,40 +138,84 @@ func scanHead(buf []byte, h *fastHead) bool {
 				sb.WriteByte(c)
 				upper = c == '-'
 			}
-			from = sp.colon
+			from = int(sp.colon)
 		}
 		sb.Write(buf[from:n])
 		s = sb.String()
 	}
-	h.line, h.count, h.n = s[:lineEnd-1], count, n
+	h.line, h.count, h.n = s[:lineEnd], count, n
 	for j, sp := range spans[:count] {
 		h.fields[j] = headField{key: s[sp.start:sp.colon], value: s[sp.vs:sp.ve]}
 	}
 	return true
 }
 
-// visibleLine reports whether a start line is not empty and holds only
-// visible ASCII and spaces: no tab, no control, no obs-text.
-func visibleLine(b []byte) bool {
-	if len(b) == 0 {
-		return false
+// lineStop returns the first index from k of a byte a line may not hold,
+// or len(b): in a value (inValue) a control byte other than tab, or DEL;
+// in a start line also tab and obs-text. A well-formed line stops at its
+// CR.
+//
+// A word of eight bytes with none of them is skipped whole, as
+// validFieldValue (transport.go) does; otherwise the lowest byte the word
+// flags is the first such byte (a false flag can only sit above a true
+// one, where a borrow ran on), and in a value a tab there is stepped over.
+func lineStop(b []byte, k int, inValue bool) int {
+	high := uint64(0x8080808080808080) // obs-text, refused in a start line
+	if inValue {
+		high = 0
 	}
-	for _, c := range b {
-		if c < ' ' || c >= 0x7f {
-			return false
+	for k+8 <= len(b) {
+		x := binary.LittleEndian.Uint64(b[k:])
+		below := (x - 0x2020202020202020) &^ x & 0x8080808080808080 // some byte < 0x20
+		del := x ^ 0x7f7f7f7f7f7f7f7f
+		isDel := (del - 0x0101010101010101) &^ del & 0x8080808080808080 // some byte == 0x7f
+		m := below | isDel | x&high
+		if m == 0 {
+			k += 8
+			continue
+		}
+		k += bits.TrailingZeros64(m) >> 3
+		if !inValue || b[k] != '\t' {
+			return k
+		}
+		k++
+	}
+	for ; k < len(b); k++ {
+		c := b[k]
+		if c < ' ' && (c != '\t' || !inValue) || c == 0x7f || c >= 0x80 && !inValue {
+			return k
 		}
 	}
-	return true
+	return k
 }
 
-// fieldVChar holds the bytes textproto accepts in a value but space and
-// tab: visible ASCII and obs-text (0x80 and above).
-var fieldVChar = func() (t [256]bool) {
-	for c := 0x21; c < 0x100; c++ {
-		t[c] = c != 0x7f
+// nameByte classes a byte of a field name: whether it is a token's
+// (nameToken), a lower- or upper-case letter (nameLower, nameUpper), and
+// in its high nibble which case would be out of place right after it:
+// lower after '-', upper after anything else.
+var nameByte = func() (t [256]uint8) {
+	for c := 0; c < 256; c++ {
+		if !tokenByte[c] {
+			continue
+		}
+		t[c] = nameToken | nameUpper<<4
+		switch {
+		case 'a' <= c && c <= 'z':
+			t[c] |= nameLower
+		case 'A' <= c && c <= 'Z':
+			t[c] |= nameUpper
+		case c == '-':
+			t[c] = nameToken | nameLower<<4
+		}
 	}
 	return t
 }()
+
+const (
+	nameToken = 1 << iota
+	nameLower
+	nameUpper
+)
 
 // trimOWS drops the spaces and tabs around a value, as textproto does.
 func trimOWS(v string) string {
