@@ -144,7 +144,7 @@ END {
 		printf "| %s | %.0f | %.3f | %.3f | %.1f | %d |\n", s, req[s] / (dur[s] / 1e6), p50[s] / runs[s] / 1000, p99[s] / runs[s] / 1000, C[s], errs[s]
 	}
 	r = C["tunnel"] / C["nginx-tls"]; hs = (C["tunnel-new-full"] - C["tunnel"]) / 1000
-	printf "\nCPU per request: tunnel / nginx-tls %.2fx (target <= 1.3x: %s); tunnel / base URL %.2fx. ", r, ok(r <= 1.3), C["tunnel"] / C["base"]
+	printf "\nCPU per request: tunnel / nginx-tls %.2fx (issue 24: <= 1.2x: %s); tunnel / base URL %.2fx. ", r, ok(r <= 1.2), C["tunnel"] / C["base"]
 	printf "A new tunnel (CONNECT + full handshake) costs %.2f ms of CPU over a request in a kept tunnel (target < 2 ms: %s), ", hs, ok(hs < 2)
 	printf "%.2f ms resumed; nginx pays %.2f ms for a new full TLS connection.\n", (C["tunnel-new-resumed"] - C["tunnel"]) / 1000, (C["nginx-tls-new-full"] - C["nginx-tls"]) / 1000
 }' "$results" >"$table"
