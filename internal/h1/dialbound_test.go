@@ -241,10 +241,7 @@ func TestWaitersThatGiveUpLoseNoTurn(t *testing.T) {
 	if answered.Load()+gaveUp.Load() != 200 {
 		t.Errorf("%d answered and %d gave up, of 200", answered.Load(), gaveUp.Load())
 	}
-	tr.mu.Lock()
-	dialing, waiters := tr.dialing, len(tr.waiters)
-	tr.mu.Unlock()
-	if dialing != 0 || waiters != 0 {
+	if dialing, waiters := poolTurns(tr); dialing != 0 || waiters != 0 {
 		t.Errorf("after the burst: %d dials counted, %d waiters; want none", dialing, waiters)
 	}
 }
@@ -270,10 +267,7 @@ func TestATurnSentAsTheWaiterGivesUpIsPassedOn(t *testing.T) {
 		w <- nil
 		tr.mu.Unlock()
 		<-done
-		tr.mu.Lock()
-		dialing, waiters := tr.dialing, len(tr.waiters)
-		tr.mu.Unlock()
-		if dialing != 0 || waiters != 0 {
+		if dialing, waiters := poolTurns(tr); dialing != 0 || waiters != 0 {
 			t.Fatalf("a slot handed to a waiter that gave up: %d dials counted, %d waiters; want none", dialing, waiters)
 		}
 	}
@@ -305,13 +299,18 @@ func TestAWaiterThatGivesUpGetsADialError(t *testing.T) {
 	}
 }
 
+// poolTurns is how many dials tr counts and how many requests wait.
+func poolTurns(tr *Transport) (dialing, waiters int) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.dialing, len(tr.waiters)
+}
+
 // waitForWaiters waits until n requests wait for a turn.
 func waitForWaiters(t *testing.T, tr *Transport, n int) {
 	t.Helper()
 	for give := time.Now().Add(10 * time.Second); ; {
-		tr.mu.Lock()
-		got := len(tr.waiters)
-		tr.mu.Unlock()
+		_, got := poolTurns(tr)
 		if got >= n {
 			return
 		}

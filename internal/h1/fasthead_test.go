@@ -246,48 +246,28 @@ func checkFastResponse(t *testing.T, raw []byte, method string) {
 	if method != "" {
 		req = &http.Request{Method: method, URL: &url.URL{Path: "/"}}
 	}
-	br, src := filled(raw)
-	before := br.Buffered()
-	fast, ok := fastReadResponse(br, req)
-	if !ok {
-		if br.Buffered() != before || src.Len() != len(raw)-before {
-			t.Fatalf("the fast reader gave up but consumed input")
-		}
-		return
-	}
-	wbr, wsrc := filled(raw)
-	want, err := http.ReadResponse(wbr, req)
-	if err != nil {
-		t.Fatalf("the fast reader took a head net/http refuses (%v)", err)
-	}
-	if got, exp := consumed(br, src, len(raw)), consumed(wbr, wsrc, len(raw)); got != exp {
-		t.Fatalf("head: fast reader consumed %d bytes, net/http %d", got, exp)
-	}
-	fastBody, wantBody := fast.Body, want.Body
-	if (fastBody == http.NoBody) != (wantBody == http.NoBody) {
-		t.Fatalf("Body: fast reader's NoBody is %v, net/http's %v", fastBody == http.NoBody, wantBody == http.NoBody)
-	}
-	fast.Body, want.Body = nil, nil
-	if !reflect.DeepEqual(fast, want) {
-		t.Fatalf("responses differ:\nfast     %#v\nnet/http %#v", *fast, *want)
-	}
-	if k := capsDiffer(fast.Header, want.Header); k != "" {
-		t.Fatalf("header values' capacity differs: %s", k)
-	}
-	if got, exp := readTrace(fastBody), readTrace(wantBody); got != exp {
-		t.Fatalf("bodies read differently:\nfast     %s\nnet/http %s", got, exp)
-	}
-	if got, exp := consumed(br, src, len(raw)), consumed(wbr, wsrc, len(raw)); got != exp {
-		t.Fatalf("body: fast reader consumed %d bytes in all, net/http %d", got, exp)
-	}
+	checkFast(t, raw, "responses",
+		func(br *bufio.Reader) (*http.Response, bool) { return fastReadResponse(br, req) },
+		func(br *bufio.Reader) (*http.Response, error) { return http.ReadResponse(br, req) },
+		func(m *http.Response) (*io.ReadCloser, http.Header) { return &m.Body, m.Header })
 }
 
 // checkFastRequest fails t if the fast reader takes raw and reads it
 // otherwise than http.ReadRequest does.
 func checkFastRequest(t *testing.T, raw []byte) {
+	checkFast(t, raw, "requests", fastReadRequest, http.ReadRequest,
+		func(m *http.Request) (*io.ReadCloser, http.Header) { return &m.Body, m.Header })
+}
+
+// checkFast holds a fast reader to net/http's on raw: if it gives up, it
+// consumed nothing; if it takes raw, net/http takes it too, consuming as
+// many bytes, with equal fields, header capacities and body reads.
+func checkFast[M any](t *testing.T, raw []byte, kind string, fastRead func(*bufio.Reader) (*M, bool),
+	netRead func(*bufio.Reader) (*M, error), parts func(*M) (*io.ReadCloser, http.Header)) {
+	t.Helper()
 	br, src := filled(raw)
 	before := br.Buffered()
-	fast, ok := fastReadRequest(br)
+	fast, ok := fastRead(br)
 	if !ok {
 		if br.Buffered() != before || src.Len() != len(raw)-before {
 			t.Fatalf("the fast reader gave up but consumed input")
@@ -295,22 +275,24 @@ func checkFastRequest(t *testing.T, raw []byte) {
 		return
 	}
 	wbr, wsrc := filled(raw)
-	want, err := http.ReadRequest(wbr)
+	want, err := netRead(wbr)
 	if err != nil {
 		t.Fatalf("the fast reader took a head net/http refuses (%v)", err)
 	}
 	if got, exp := consumed(br, src, len(raw)), consumed(wbr, wsrc, len(raw)); got != exp {
 		t.Fatalf("head: fast reader consumed %d bytes, net/http %d", got, exp)
 	}
-	fastBody, wantBody := fast.Body, want.Body
+	fastBodyField, fastHeader := parts(fast)
+	wantBodyField, wantHeader := parts(want)
+	fastBody, wantBody := *fastBodyField, *wantBodyField
 	if (fastBody == http.NoBody) != (wantBody == http.NoBody) {
 		t.Fatalf("Body: fast reader's NoBody is %v, net/http's %v", fastBody == http.NoBody, wantBody == http.NoBody)
 	}
-	fast.Body, want.Body = nil, nil
+	*fastBodyField, *wantBodyField = nil, nil
 	if !reflect.DeepEqual(fast, want) {
-		t.Fatalf("requests differ:\nfast     %#v\nnet/http %#v", *fast, *want)
+		t.Fatalf("%s differ:\nfast     %#v\nnet/http %#v", kind, *fast, *want)
 	}
-	if k := capsDiffer(fast.Header, want.Header); k != "" {
+	if k := capsDiffer(fastHeader, wantHeader); k != "" {
 		t.Fatalf("header values' capacity differs: %s", k)
 	}
 	if got, exp := readTrace(fastBody), readTrace(wantBody); got != exp {
