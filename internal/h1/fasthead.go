@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/bits"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strings"
 )
@@ -166,10 +167,7 @@ func lineStop(b []byte, k int, inValue bool) int {
 	}
 	for k+8 <= len(b) {
 		x := binary.LittleEndian.Uint64(b[k:])
-		below := (x - 0x2020202020202020) &^ x & 0x8080808080808080 // some byte < 0x20
-		del := x ^ 0x7f7f7f7f7f7f7f7f
-		isDel := (del - 0x0101010101010101) &^ del & 0x8080808080808080 // some byte == 0x7f
-		m := below | isDel | x&high
+		m := controlBytes(x) | x&high
 		if m == 0 {
 			k += 8
 			continue
@@ -216,17 +214,6 @@ const (
 	nameLower
 	nameUpper
 )
-
-// trimOWS drops the spaces and tabs around a value, as textproto does.
-func trimOWS(v string) string {
-	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
-		v = v[1:]
-	}
-	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
-		v = v[:len(v)-1]
-	}
-	return v
-}
 
 // headerFacts is what the framing needs from a fast head's fields.
 type headerFacts struct {
@@ -337,7 +324,10 @@ func plainLength(v string) (int64, bool) {
 }
 
 // containsToken1 reports whether the comma-separated value v holds token,
-// ASCII case-insensitively, as httpguts.HeaderValuesContainsToken does.
+// ASCII case-insensitively, as httpguts.HeaderValuesContainsToken does
+// (which trims only spaces and tabs: a value scanHead took has no CR or LF
+// for TrimString to trim besides). containsToken (wire.go) folds case as
+// Unicode does, where net/http folds ASCII only.
 func containsToken1(v, token string) bool {
 	for {
 		comma := strings.IndexByte(v, ',')
@@ -345,7 +335,7 @@ func containsToken1(v, token string) bool {
 		if comma >= 0 {
 			t = v[:comma]
 		}
-		if asciiEqualFold(trimOWS(t), token) {
+		if asciiEqualFold(textproto.TrimString(t), token) {
 			return true
 		}
 		if comma < 0 {

@@ -662,10 +662,7 @@ func validFieldValue(v string) bool {
 		// One load: the compiler merges these eight.
 		x := uint64(v[i]) | uint64(v[i+1])<<8 | uint64(v[i+2])<<16 | uint64(v[i+3])<<24 |
 			uint64(v[i+4])<<32 | uint64(v[i+5])<<40 | uint64(v[i+6])<<48 | uint64(v[i+7])<<56
-		below := (x - 0x2020202020202020) &^ x & 0x8080808080808080 // some byte < 0x20
-		del := x ^ 0x7f7f7f7f7f7f7f7f
-		isDel := (del - 0x0101010101010101) &^ del & 0x8080808080808080 // some byte == 0x7f
-		if below|isDel == 0 {
+		if controlBytes(x) == 0 {
 			continue
 		}
 		if !validFieldBytes(v[i : i+8]) {

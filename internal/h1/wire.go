@@ -125,6 +125,16 @@ func validHost(h string) bool {
 	return true
 }
 
+// controlBytes flags, in eight bytes read as a little-endian word, each
+// byte below 0x20 or equal to 0x7f by setting its high bit. The lowest
+// flag is always a real one; flags above it may be false alarms (a borrow
+// carried up), so a caller that finds one looks at that byte itself.
+func controlBytes(x uint64) uint64 {
+	below := (x - 0x2020202020202020) &^ x & 0x8080808080808080
+	del := x ^ 0x7f7f7f7f7f7f7f7f
+	return below | (del-0x0101010101010101)&^del&0x8080808080808080
+}
+
 var tokenByte = func() (t [256]bool) {
 	for c := '0'; c <= '9'; c++ {
 		t[c] = true
