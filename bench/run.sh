@@ -368,6 +368,11 @@ done
 table=$tmp/table.md
 awk -F'\t' -v k="$clk_tck" -v order="${targets[*]}" '
 function ok(c) { return c ? "met" : "NOT MET" }
+# median of v[1..m], which it sorts (mawk has no asort)
+function median(v, m,   i, j, x) {
+	for (i = 2; i <= m; i++) { x = v[i]; for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
+	return m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2
+}
 function label(t) { return t == "sidecar" ? "dinie-auth-proxy" : t }
 function testname(s, c) {
 	if (s == "get") return "GET 200 B";
@@ -380,6 +385,9 @@ function testname(s, c) {
 	if (!(key in req)) { keys[++n] = key }
 	req[key] += $5; dur[key] += $6; p50[key] += $7; p99[key] += $8; runs[key]++
 	errs[key] += $9 + $10; ticks[key] += $11
+	# each round on its own, for the paired ratios below
+	RR[$2, $3, $1, $4] = $5 / ($6 / 1e6); RC[$2, $3, $1, $4] = $5 ? $11 / $5 : 0; RP[$2, $3, $1, $4] = $8 / 1000
+	if ($4 > maxround) maxround = $4
 	if ($12 > hwm[key]) hwm[key] = $12
 	if ($13 > noise[key]) noise[key] = $13
 }
@@ -432,6 +440,32 @@ END {
 		peak = 0
 		for (key in H) { split(key, f, SUBSEP); if (f[3] == s && H[key] > peak) peak = H[key] }
 		printf "- peak RSS, any test: %.1f MiB %s\n", peak, ok(peak <= 40)
+	}
+	# The same targets round by round: each round of the sidecar against
+	# the nginx round run next to it, so that a machine whose speed drifts
+	# between rounds moves both sides of a ratio (bench/README.md, "Paired
+	# rounds").
+	header = 0
+	for (a = 1; a <= 3; a++) {
+		split(it[a], w, " "); t = w[1]; c = w[2]; name = substr(it[a], length(t) + length(c) + 3)
+		m = 0
+		for (r = 1; r <= maxround; r++) {
+			if (!((t, c, s, r) in RR) || !((t, c, "nginx", r) in RR) || RC[t, c, "nginx", r] == 0) continue
+			m++
+			vr[m] = RR[t, c, s, r] / RR[t, c, "nginx", r]; vc[m] = RC[t, c, s, r] / RC[t, c, "nginx", r]
+			vp[m] = RP[t, c, s, r] - RP[t, c, "nginx", r]
+		}
+		if (m < 2) continue
+		if (!header) { print ""; printf "Issue 24 targets, paired by round (median of the %d rounds, lowest and highest in brackets):\n", m; print ""; header = 1 }
+		lr = lc = lp = 1e9; hr = hc = hp = -1e9
+		for (i = 1; i <= m; i++) {
+			if (vr[i] < lr) lr = vr[i]; if (vr[i] > hr) hr = vr[i]
+			if (vc[i] < lc) lc = vc[i]; if (vc[i] > hc) hc = vc[i]
+			if (vp[i] < lp) lp = vp[i]; if (vp[i] > hp) hp = vp[i]
+		}
+		rr = median(vr, m); cr = median(vc, m); dp = median(vp, m)
+		printf "- %s: req/s %.2fx [%.2f, %.2f] %s; CPU/req %.2fx [%.2f, %.2f] %s; p99 %+.3f ms [%+.2f, %+.2f] %s\n", name,
+			rr, lr, hr, ok(rr >= 0.9), cr, lc, hc, ok(cr <= 1.15), dp, lp, hp, ok(dp <= 1)
 	}
 }' "$results" >"$table"
 
