@@ -323,8 +323,8 @@ var plainPathByte = func() (t [256]bool) {
 // target ("/path?query") whose path is all plainPathByte, and reports
 // whether it could. Its query is kept raw, as the parser keeps it; the
 // head's scan has already refused control bytes and obs-text in it. Most
-// requests have such a target, and the parser costs about 1% of a GET's
-// CPU (bench/README.md).
+// requests have such a target, and the parser showed in a GET's profile
+// (bench/README.md).
 func plainTarget(u *url.URL, target string) bool {
 	if target[0] != '/' {
 		return false
