@@ -260,16 +260,21 @@ func fastFacts(h *fastHead) (headerFacts, bool) {
 }
 
 // fastHeader builds the header map as textproto would from h's fields,
-// with net/http's fix of Pragma. Each key's values are a piece of one
-// slice with its capacity cut, as textproto's are, so that an append to
-// one does not write over the next; vals is that slice when it is long
+// with net/http's fix of Pragma, leaving out the field named skip: a
+// request's Host, which http.ReadRequest takes out of the map (a
+// response's skip is "", which no field's name is). Each key's values are a piece of one slice
+// with its capacity cut, as textproto's are, so that an append to one
+// does not write over the next; vals is that slice when it is long
 // enough.
-func fastHeader(h *fastHead, f *headerFacts, vals []string) http.Header {
+func fastHeader(h *fastHead, f *headerFacts, vals []string, skip string) http.Header {
 	if len(vals) < h.count {
 		vals = make([]string, h.count)
 	}
 	header := make(http.Header, h.count)
 	for i, fl := range h.fields[:h.count] {
+		if fl.key == skip {
+			continue
+		}
 		if vv, ok := header[fl.key]; ok {
 			header[fl.key] = append(vv, fl.value)
 			continue
@@ -449,7 +454,7 @@ func fastReadResponse(br *bufio.Reader, req *http.Request) (*http.Response, bool
 		Proto:      "HTTP/1.1",
 		ProtoMajor: 1,
 		ProtoMinor: 1,
-		Header:     fastHeader(&h, &f, fr.vals[:]),
+		Header:     fastHeader(&h, &f, fr.vals[:], ""),
 		Close:      f.close,
 		Request:    req,
 		Body:       http.NoBody,
@@ -516,7 +521,7 @@ func fastReadRequest(br *bufio.Reader) (*http.Request, bool) {
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
-		Header:        fastHeader(&h, &f, fr.vals[:]),
+		Header:        fastHeader(&h, &f, fr.vals[:], "Host"), // as http.ReadRequest, without Host
 		ContentLength: max(f.contentLength, 0),
 		Close:         f.close,
 		Host:          u.Host,
@@ -526,7 +531,6 @@ func fastReadRequest(br *bufio.Reader) (*http.Request, bool) {
 	if fr.req.Host == "" {
 		fr.req.Host = f.host
 	}
-	delete(fr.req.Header, "Host") // as http.ReadRequest
 	if f.contentLength > 0 {
 		fr.body = fastBody{src: io.LimitedReader{R: br, N: f.contentLength}, closing: f.close}
 		fr.req.Body = &fr.body

@@ -25,6 +25,7 @@ var trickyHeads = []string{
 	"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain; charset=utf-8\r\nDate: Sun, 06 Dec 2026 11:00:00 GMT\r\n\r\nok",
 	"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nCONTENT-TYPE: a\r\nx-request-id: 1\r\nETag: \"x\"\r\nWWW-Authenticate: Bearer\r\n\r\nok",
 	"HTTP/1.1 200 OK\r\nX-A: 1\r\nx-a: 2\r\nX-A:3\r\nContent-Length: 0\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nHost: x\r\nContent-Length: 2\r\n\r\nok", // kept in an answer's map, unlike a request's
 	"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-REQUEST-ID: 1\r\n\r\nok",
 	"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Request-iD: 1\r\nX--A: 1\r\n-X: 1\r\n\r\nok",
 	"HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\nok",
