@@ -337,8 +337,20 @@ func TestShutdownLetsRequestsInFlightFinish(t *testing.T) {
 	results := make(chan string, slow)
 	for range slow {
 		go func() {
-			_, body := httpGet(t, r.proxy+"/slow")
-			results <- body
+			// Not httpGet: its t.Fatal would end this goroutine, not the
+			// test, which would then wait here for ever.
+			resp, err := http.Get(r.proxy + "/slow")
+			if err != nil {
+				results <- err.Error()
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			if err != nil {
+				results <- fmt.Sprintf("%s after %q", err, b)
+				return
+			}
+			results <- string(b)
 		}()
 	}
 	testkit.Eventually(t, "the slow requests to reach the upstream", func() bool { return arrived.Load() == slow })
