@@ -262,10 +262,10 @@ func fastFacts(h *fastHead) (headerFacts, bool) {
 // fastHeader builds the header map as textproto would from h's fields,
 // with net/http's fix of Pragma, leaving out the field named skip: a
 // request's Host, which http.ReadRequest takes out of the map (a
-// response's skip is "", which no field's name is). Each key's values are a piece of one slice
-// with its capacity cut, as textproto's are, so that an append to one
-// does not write over the next; vals is that slice when it is long
-// enough.
+// response's skip is "", which no field's name is). Each key's values
+// are a piece of one slice with its capacity cut, as textproto's are, so
+// that an append to one does not write over the next; vals is that slice
+// when it is long enough.
 func fastHeader(h *fastHead, f *headerFacts, vals []string, skip string) http.Header {
 	if len(vals) < h.count {
 		vals = make([]string, h.count)
