@@ -152,13 +152,27 @@ func assertNoSecrets(t *testing.T, where, text string) {
 
 func httpGet(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
+	code, body, err := get(url)
+	if code == 0 {
 		t.Fatal(err)
 	}
+	return code, body // what came of a body cut short
+}
+
+// get is httpGet for goroutines other than the test's, where t.Fatal
+// would end only the goroutine. code is 0 when no answer came; a body cut
+// short comes with its error.
+func get(url string) (code int, body string, err error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		err = fmt.Errorf("%w after %q", err, b)
+	}
+	return resp.StatusCode, string(b), err
 }
 
 func waitReady(t *testing.T, r *running) {
@@ -339,18 +353,11 @@ func TestShutdownLetsRequestsInFlightFinish(t *testing.T) {
 		go func() {
 			// Not httpGet: its t.Fatal would end this goroutine, not the
 			// test, which would then wait here for ever.
-			resp, err := http.Get(r.proxy + "/slow")
+			_, body, err := get(r.proxy + "/slow")
 			if err != nil {
-				results <- err.Error()
-				return
+				body = err.Error()
 			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			if err != nil {
-				results <- fmt.Sprintf("%s after %q", err, b)
-				return
-			}
-			results <- string(b)
+			results <- body
 		}()
 	}
 	testkit.Eventually(t, "the slow requests to reach the upstream", func() bool { return arrived.Load() == slow })

@@ -338,23 +338,12 @@ func TestFastHeadTakesTheOrdinary(t *testing.T) {
 		"HTTP/1.1 204 No Content\r\nDate: Sun, 06 Dec 2026 11:00:00 GMT\r\n\r\n",
 		"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nContent-Length: 0\r\n\r\n",
 	}
-	for _, a := range answers {
-		br, _ := filled([]byte(a))
-		if _, ok := fastReadResponse(br, nil); !ok {
-			t.Errorf("the fast reader gave up on an ordinary answer:\n%q", a)
-		}
-	}
 	requests := []string{
 		"GET /customers HTTP/1.1\r\nHost: proxy\r\n\r\n",
 		"GET /v1/customers?limit=10 HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: Go-http-client/1.1\r\nAccept-Encoding: gzip\r\n\r\n",
 		"POST /charges HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"amount\":1}",
 	}
-	for _, r := range requests {
-		br, _ := filled([]byte(r))
-		if _, ok := fastReadRequest(br); !ok {
-			t.Errorf("the fast reader gave up on an ordinary request:\n%q", r)
-		}
-	}
+	checkTaken(t, answers, requests, true)
 }
 
 // TestFastHeadLeavesTheUnusual guards the other side: a head whose framing
@@ -377,12 +366,6 @@ func TestFastHeadLeavesTheUnusual(t *testing.T) {
 		"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
 		"HTTP/1.1 200 OK\r\nContent-Le",
 	}
-	for _, a := range answers {
-		br, _ := filled([]byte(a))
-		if _, ok := fastReadResponse(br, nil); ok {
-			t.Errorf("the fast reader took an unusual answer:\n%q", a)
-		}
-	}
 	requests := []string{
 		"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
 		"POST /a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello",
@@ -397,10 +380,24 @@ func TestFastHeadLeavesTheUnusual(t *testing.T) {
 		"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
 		"GET /a HTTP/1.1\r\nHost: x\r\n",
 	}
+	checkTaken(t, answers, requests, false)
+}
+
+// checkTaken fails unless the fast readers take each of answers and
+// requests (want) or leave each to net/http (!want).
+func checkTaken(t *testing.T, answers, requests []string, want bool) {
+	t.Helper()
+	verdict := map[bool]string{true: "took", false: "gave up on"}
+	for _, a := range answers {
+		br, _ := filled([]byte(a))
+		if _, ok := fastReadResponse(br, nil); ok != want {
+			t.Errorf("the fast reader %s the answer:\n%q", verdict[ok], a)
+		}
+	}
 	for _, r := range requests {
 		br, _ := filled([]byte(r))
-		if _, ok := fastReadRequest(br); ok {
-			t.Errorf("the fast reader took an unusual request:\n%q", r)
+		if _, ok := fastReadRequest(br); ok != want {
+			t.Errorf("the fast reader %s the request:\n%q", verdict[ok], r)
 		}
 	}
 }
