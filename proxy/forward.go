@@ -41,7 +41,15 @@ func (h *Handler) forward(x *exchange, in *http.Request, id string, rt routing) 
 	if exchange && resp.StatusCode == http.StatusOK {
 		h.rememberSession(resp)
 	}
-	contentType := copyResponseHeader(w.Header(), resp.Header)
+	var contentType []string
+	if a, ok := w.ResponseWriter.(headerAdopter); ok {
+		// The answer's map is ours: it becomes the app's, cleaned in place,
+		// rather than copied key by key into the writer's.
+		contentType = copyResponseHeader(nil, resp.Header)
+		a.AdoptHeader(resp.Header)
+	} else {
+		contentType = copyResponseHeader(w.Header(), resp.Header)
+	}
 	if x.closeAfter {
 		w.Header()["Connection"] = closeConnection // whatever the upstream's Connection named
 	}
@@ -195,9 +203,10 @@ func hopByHop(k string) bool {
 	return false
 }
 
-// copyResponseHeader moves the upstream's end-to-end headers to dst. The
-// response is ours, so its value slices are handed over, not copied. It
-// returns src's Content-Type, seen in the same pass, for copyBody.
+// copyResponseHeader moves the upstream's end-to-end headers to dst; with
+// a nil dst, it leaves them in src instead, the hop-by-hop ones deleted.
+// The response is ours, so its value slices are handed over, not copied.
+// It returns src's Content-Type, seen in the same pass, for copyBody.
 func copyResponseHeader(dst, src http.Header) (contentType []string) {
 	var connection []string
 	for k, vv := range src {
@@ -205,16 +214,29 @@ func copyResponseHeader(dst, src http.Header) (contentType []string) {
 			if k == "Connection" {
 				connection = vv
 			}
+			if dst == nil {
+				delete(src, k) // allowed while ranging
+			}
 			continue
 		}
 		if k == "Content-Type" {
 			contentType = vv
 		}
-		dst[k] = vv
+		if dst != nil {
+			dst[k] = vv
+		}
+	}
+	if dst == nil {
+		dst = src
 	}
 	removeConnectionListed(dst, connection)
 	return contentType
 }
+
+// headerAdopter is a ResponseWriter that can take over a header map rather
+// than have it copied in (h1.Server's). AdoptHeader drops what the writer's
+// own map held.
+type headerAdopter interface{ AdoptHeader(http.Header) }
 
 // removeConnectionListed drops the headers that a Connection header names:
 // the sender meant them for this hop only; it reports whether it named

@@ -128,5 +128,14 @@ func TestCopyResponseHeaderReturnsTheContentType(t *testing.T) {
 		if !reflect.DeepEqual(ct, src["Content-Type"]) {
 			t.Errorf("copyResponseHeader of %q returned Content-Type %q, want %q", src, ct, src["Content-Type"])
 		}
+		// In place (the map handed to h1.Server): the same result.
+		inPlace := src.Clone()
+		ct = copyResponseHeader(nil, inPlace)
+		if !reflect.DeepEqual(inPlace, want) {
+			t.Errorf("copyResponseHeader in place of %q: got %q, want %q", src, inPlace, want)
+		}
+		if !reflect.DeepEqual(ct, src["Content-Type"]) {
+			t.Errorf("copyResponseHeader in place of %q returned Content-Type %q, want %q", src, ct, src["Content-Type"])
+		}
 	}
 }

@@ -16,6 +16,7 @@ type response struct {
 	c              *serverConn
 	req            *http.Request
 	header         http.Header
+	own            http.Header // the connection's map, header unless one was adopted
 	status         int
 	wroteHeader    bool  // the final status is chosen
 	committed      bool  // status line and headers are written
@@ -34,11 +35,23 @@ type response struct {
 }
 
 func (r *response) reset(c *serverConn, req *http.Request) {
-	clear(r.header)
-	*r = response{c: c, req: req, header: r.header, contentLength: -1, pending: r.pending[:0], closeAfter: req.Close}
+	clear(r.own)
+	*r = response{c: c, req: req, header: r.own, own: r.own, contentLength: -1, pending: r.pending[:0], closeAfter: req.Close}
 }
 
 func (r *response) Header() http.Header { return r.header }
+
+// AdoptHeader makes h the answer's header map in place of the one Header
+// returned so far, whose fields are dropped; the caller gives h up. A
+// proxy that already holds the upstream's answer in a map of its own
+// hands it over instead of copying it key by key (bench/README.md). After
+// the status is chosen it does nothing, as changes to the header would
+// not.
+func (r *response) AdoptHeader(h http.Header) {
+	if !r.wroteHeader && h != nil {
+		r.header = h
+	}
+}
 
 // WriteHeaderReason is WriteHeader with a reason phrase of the caller's
 // instead of the standard one, for answers whose status line is what a

@@ -234,7 +234,8 @@ func (s *Server) newConn(rwc net.Conn) *serverConn {
 		c.sw.timeout = 60 * time.Second
 	}
 	c.br = bufio.NewReaderSize(&c.lr, 4<<10)
-	c.res.header = make(http.Header, 8)
+	c.res.own = make(http.Header, 8)
+	c.res.header = c.res.own
 	if tc, ok := rwc.(*tls.Conn); ok {
 		// An intercepted tunnel, handshake done: its state is the same for
 		// every request on it, so it is taken once, as net/http does.

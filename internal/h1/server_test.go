@@ -454,3 +454,51 @@ func TestH1ServerSendsEarlyHintsWithoutFraming(t *testing.T) {
 		t.Errorf("final: %d %q", resp.StatusCode, body)
 	}
 }
+
+// An adopted header map is the answer's, in place of what was set before
+// it; after the status it changes nothing; and the next request on the
+// connection starts from an empty map again, not from the adopted one.
+func TestH1ServerAdoptHeader(t *testing.T) {
+	type adopter interface{ AdoptHeader(http.Header) }
+	_, addr := startH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a, ok := w.(adopter)
+		if !ok {
+			t.Error("Server's ResponseWriter has no AdoptHeader")
+			return
+		}
+		switch r.URL.Path {
+		case "/adopt":
+			w.Header().Set("X-Before", "dropped")
+			a.AdoptHeader(http.Header{"X-Adopted": {"kept"}, "Content-Length": {"2"}})
+			w.Header().Set("X-After", "set on the adopted map")
+			io.WriteString(w, "ok")
+		case "/late":
+			w.Header().Set("X-Own", "1")
+			w.WriteHeader(http.StatusAccepted)
+			a.AdoptHeader(http.Header{"X-Adopted": {"too late"}})
+		default:
+			w.Header().Set("X-Plain", "1")
+		}
+	}))
+	c := dial(t, addr)
+	c.send(t, "GET /adopt HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, body := c.read(t, http.MethodGet)
+	if got := resp.Header; got.Get("X-Adopted") != "kept" || got.Get("X-After") == "" || got.Get("X-Before") != "" || body != "ok" {
+		t.Errorf("adopted answer: header %q, body %q", got, body)
+	}
+	c.send(t, "GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, _ = c.read(t, http.MethodGet)
+	if got := resp.Header; resp.StatusCode != http.StatusAccepted || got.Get("X-Own") != "1" || got.Get("X-Adopted") != "" {
+		t.Errorf("adoption after the status: %d, header %q", resp.StatusCode, got)
+	}
+	c.send(t, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, _ = c.read(t, http.MethodGet)
+	for _, k := range []string{"X-Adopted", "X-After", "X-Before", "X-Own"} {
+		if v := resp.Header.Get(k); v != "" {
+			t.Errorf("the next answer on the connection has %s: %q", k, v)
+		}
+	}
+	if resp.Header.Get("X-Plain") != "1" {
+		t.Errorf("the next answer lost its own header: %q", resp.Header)
+	}
+}
