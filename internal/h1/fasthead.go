@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"io"
 	"math/bits"
@@ -303,9 +304,10 @@ type fastResponse struct {
 	vals [fastVals]string
 }
 
-// fastRequest is fastResponse's counterpart for fastReadRequest.
+// fastRequest is what a request read by fastReadRequest points to, in one
+// allocation. The Request itself is apart: only WithContext can give it
+// its context, and that allocates it anyway.
 type fastRequest struct {
-	req  http.Request
 	url  url.URL
 	body fastBody
 	vals [fastVals]string
@@ -482,8 +484,8 @@ func fastReadResponse(br *bufio.Reader, req *http.Request) (*http.Response, bool
 // method other than CONNECT (whose target is an authority, read
 // differently) and PRI (HTTP/2's preface). The URL is net/http's own
 // url.ParseRequestURI, or for a plain path the same fields set directly
-// (plainTarget).
-func fastReadRequest(br *bufio.Reader) (*http.Request, bool) {
+// (plainTarget). The request comes with ctx as its context.
+func fastReadRequest(br *bufio.Reader, ctx context.Context) (*http.Request, bool) {
 	buf, _ := br.Peek(br.Buffered())
 	var h fastHead
 	if !scanHead(buf, &h) {
@@ -515,7 +517,7 @@ func fastReadRequest(br *bufio.Reader) (*http.Request, bool) {
 			return nil, false
 		}
 	}
-	fr.req = http.Request{
+	req := http.Request{
 		Method:        method,
 		URL:           u,
 		Proto:         "HTTP/1.1",
@@ -528,15 +530,15 @@ func fastReadRequest(br *bufio.Reader) (*http.Request, bool) {
 		RequestURI:    target,
 		Body:          http.NoBody,
 	}
-	if fr.req.Host == "" {
-		fr.req.Host = f.host
+	if req.Host == "" {
+		req.Host = f.host
 	}
 	if f.contentLength > 0 {
 		fr.body = fastBody{src: io.LimitedReader{R: br, N: f.contentLength}, closing: f.close}
-		fr.req.Body = &fr.body
+		req.Body = &fr.body
 	}
 	br.Discard(h.n)
-	return &fr.req, true
+	return req.WithContext(ctx), true // req stays on the stack
 }
 
 // fastBody is a body framed by its Content-Length, read as net/http's

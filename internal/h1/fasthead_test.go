@@ -3,6 +3,7 @@ package h1
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"go/ast"
 	"go/constant"
@@ -256,9 +257,21 @@ func checkFastResponse(t *testing.T, raw []byte, method string) {
 // checkFastRequest fails t if the fast reader takes raw and reads it
 // otherwise than http.ReadRequest does.
 func checkFastRequest(t *testing.T, raw []byte) {
-	checkFast(t, raw, "requests", fastReadRequest, http.ReadRequest,
+	// Both requests must carry the context given to the fast reader.
+	ctx := context.WithValue(context.Background(), fastContextKey{}, "the request's")
+	checkFast(t, raw, "requests",
+		func(br *bufio.Reader) (*http.Request, bool) { return fastReadRequest(br, ctx) },
+		func(br *bufio.Reader) (*http.Request, error) {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return nil, err
+			}
+			return req.WithContext(ctx), nil
+		},
 		func(m *http.Request) (*io.ReadCloser, http.Header) { return &m.Body, m.Header })
 }
+
+type fastContextKey struct{}
 
 // checkFast holds a fast reader to net/http's on raw: if it gives up, it
 // consumed nothing; if it takes raw, net/http takes it too, consuming as
@@ -396,7 +409,7 @@ func checkTaken(t *testing.T, answers, requests []string, want bool) {
 	}
 	for _, r := range requests {
 		br, _ := filled([]byte(r))
-		if _, ok := fastReadRequest(br); ok != want {
+		if _, ok := fastReadRequest(br, context.Background()); ok != want {
 			t.Errorf("the fast reader %s the request:\n%q", verdict[ok], r)
 		}
 	}
@@ -504,7 +517,7 @@ func TestFastHeadAllocates(t *testing.T) {
 			func(br *bufio.Reader) bool { _, ok := fastReadResponse(br, get); return ok },
 			func(br *bufio.Reader) bool { _, err := http.ReadResponse(br, get); return err == nil }},
 		{"request", request,
-			func(br *bufio.Reader) bool { _, ok := fastReadRequest(br); return ok },
+			func(br *bufio.Reader) bool { _, ok := fastReadRequest(br, context.Background()); return ok },
 			func(br *bufio.Reader) bool { _, err := http.ReadRequest(br); return err == nil }},
 	} {
 		fa, fb := cost(tt.raw, tt.fast)

@@ -434,7 +434,8 @@ func (c *serverConn) readRequest() (*http.Request, *requestContext, error) {
 	// smaller than the limit (MaxHeaderBytes and 4 KiB): net/http would not
 	// have reached it either. Anything else is read by net/http, from the
 	// same unread bytes. The checks below are made on either.
-	req, ok := fastReadRequest(c.br)
+	ctx := newRequestContext()
+	req, ok := fastReadRequest(c.br, ctx)
 	if !ok {
 		c.lr.rec = &c.head
 		var err error
@@ -446,6 +447,7 @@ func (c *serverConn) readRequest() (*http.Request, *requestContext, error) {
 			}
 			return nil, nil, err
 		}
+		req = req.WithContext(ctx)
 	}
 	c.lr.remain = math.MaxInt64
 	head := c.head[:len(c.head)-c.br.Buffered()]
@@ -468,8 +470,6 @@ func (c *serverConn) readRequest() (*http.Request, *requestContext, error) {
 	if err := checkFraming(req, head); err != nil {
 		return nil, nil, err
 	}
-	ctx := newRequestContext()
-	req = req.WithContext(ctx)
 	req.RemoteAddr = c.remoteAddr
 	req.TLS = c.tlsState
 	return req, ctx, nil
