@@ -41,15 +41,7 @@ func (h *Handler) forward(x *exchange, in *http.Request, id string, rt routing) 
 	if exchange && resp.StatusCode == http.StatusOK {
 		h.rememberSession(resp)
 	}
-	var contentType []string
-	if a, ok := w.ResponseWriter.(headerAdopter); ok {
-		// The answer's map is ours: it becomes the app's, cleaned in place,
-		// rather than copied key by key into the writer's.
-		contentType = copyResponseHeader(nil, resp.Header)
-		a.AdoptHeader(resp.Header)
-	} else {
-		contentType = copyResponseHeader(w.Header(), resp.Header)
-	}
+	contentType := takeResponseHeader(w.ResponseWriter, resp.Header)
 	if x.closeAfter {
 		w.Header()["Connection"] = closeConnection // whatever the upstream's Connection named
 	}
@@ -203,33 +195,25 @@ func hopByHop(k string) bool {
 	return false
 }
 
-// copyResponseHeader moves the upstream's end-to-end headers to dst; with
-// a nil dst, it leaves them in src instead, the hop-by-hop ones deleted.
-// The response is ours, so its value slices are handed over, not copied.
-// It returns src's Content-Type, seen in the same pass, for copyBody.
-func copyResponseHeader(dst, src http.Header) (contentType []string) {
+// cleanResponseHeader deletes from h, the upstream's answer header, the
+// hop-by-hop headers and those its Connection names: they were for the
+// upstream's hop only. It returns h's Content-Type, seen in the same pass,
+// for copyBody.
+func cleanResponseHeader(h http.Header) (contentType []string) {
 	var connection []string
-	for k, vv := range src {
+	for k, vv := range h {
 		if hopByHop(k) {
 			if k == "Connection" {
 				connection = vv
 			}
-			if dst == nil {
-				delete(src, k) // allowed while ranging
-			}
+			delete(h, k) // allowed while ranging
 			continue
 		}
 		if k == "Content-Type" {
 			contentType = vv
 		}
-		if dst != nil {
-			dst[k] = vv
-		}
 	}
-	if dst == nil {
-		dst = src
-	}
-	removeConnectionListed(dst, connection)
+	removeConnectionListed(h, connection)
 	return contentType
 }
 
@@ -237,6 +221,31 @@ func copyResponseHeader(dst, src http.Header) (contentType []string) {
 // than have it copied in (h1.Server's). AdoptHeader drops what the writer's
 // own map held.
 type headerAdopter interface{ AdoptHeader(http.Header) }
+
+// takeResponseHeader makes src, the upstream's answer header, w's:
+// cleaned (cleanResponseHeader), its values over any the handler set on w
+// before, which stay where src has none. It returns src's Content-Type.
+// The map and its value slices are ours: a writer that can adopt the map
+// gets it whole (w has nearly always nothing yet), others a copy key by
+// key.
+func takeResponseHeader(w http.ResponseWriter, src http.Header) (contentType []string) {
+	contentType = cleanResponseHeader(src)
+	dst := w.Header()
+	a, ok := w.(headerAdopter)
+	if !ok {
+		for k, vv := range src {
+			dst[k] = vv
+		}
+		return contentType
+	}
+	for k, vv := range dst {
+		if _, set := src[k]; !set {
+			src[k] = vv
+		}
+	}
+	a.AdoptHeader(src)
+	return contentType
+}
 
 // removeConnectionListed drops the headers that a Connection header names:
 // the sender meant them for this hop only; it reports whether it named

@@ -103,7 +103,11 @@ func FuzzOutboundHeader(f *testing.F) {
 	})
 }
 
-func TestCopyResponseHeaderReturnsTheContentType(t *testing.T) {
+// takeResponseHeader gives an adopting writer (h1.Server's) the same
+// header as a copying one (net/http's): the upstream's end-to-end headers,
+// over those the handler set before, which stay where the upstream set
+// none; the upstream's Connection names only its own headers.
+func TestTakeResponseHeader(t *testing.T) {
 	tests := []http.Header{
 		{},
 		{"Content-Type": {"text/event-stream"}, "Content-Length": {"3"}},
@@ -111,31 +115,44 @@ func TestCopyResponseHeaderReturnsTheContentType(t *testing.T) {
 		{"content-type": {"not canonical"}},
 		{"Connection": {"Content-Type, X-Hop"}, "Content-Type": {"application/json"}, "X-Hop": {"1"}, "X-Kept": {"2"}},
 		{"Connection": {"keep-alive"}, "Keep-Alive": {"timeout=5"}, "Transfer-Encoding": {"chunked"}, "Date": {"x"}},
+		{"Connection": {"X-Set-Before"}, "X-Before-Too": {"the upstream's"}},
 	}
+	before := http.Header{"X-Set-Before": {"the handler's"}, "X-Before-Too": {"the handler's"}}
 	for _, src := range tests {
-		want := http.Header{}
+		want := before.Clone()
 		for k, vv := range src {
-			if !hopByHop(k) {
+			if !hopByHop(k) && k != "X-Hop" && (k != "Content-Type" || len(src["Connection"]) == 0) {
 				want[k] = vv
 			}
 		}
-		removeConnectionListed(want, src["Connection"])
-		got := http.Header{}
-		ct := copyResponseHeader(got, src)
-		if !reflect.DeepEqual(got, want) {
-			t.Errorf("copyResponseHeader of %q: got %q, want %q", src, got, want)
-		}
-		if !reflect.DeepEqual(ct, src["Content-Type"]) {
-			t.Errorf("copyResponseHeader of %q returned Content-Type %q, want %q", src, ct, src["Content-Type"])
-		}
-		// In place (the map handed to h1.Server): the same result.
-		inPlace := src.Clone()
-		ct = copyResponseHeader(nil, inPlace)
-		if !reflect.DeepEqual(inPlace, want) {
-			t.Errorf("copyResponseHeader in place of %q: got %q, want %q", src, inPlace, want)
-		}
-		if !reflect.DeepEqual(ct, src["Content-Type"]) {
-			t.Errorf("copyResponseHeader in place of %q returned Content-Type %q, want %q", src, ct, src["Content-Type"])
+		for name, w := range map[string]interface {
+			http.ResponseWriter
+			result() http.Header
+		}{
+			"copying":  &copyingWriter{header: before.Clone()},
+			"adopting": &adoptingWriter{copyingWriter{header: before.Clone()}},
+		} {
+			ct := takeResponseHeader(w, src.Clone())
+			if got := w.result(); !reflect.DeepEqual(got, want) {
+				t.Errorf("%s writer, answer header %q: got %q, want %q", name, src, got, want)
+			}
+			if !reflect.DeepEqual(ct, src["Content-Type"]) {
+				t.Errorf("%s writer, answer header %q: Content-Type %q, want %q", name, src, ct, src["Content-Type"])
+			}
 		}
 	}
 }
+
+// copyingWriter has only a header map, as net/http's writer.
+type copyingWriter struct {
+	http.ResponseWriter // nil: only Header is used
+	header              http.Header
+}
+
+func (w *copyingWriter) Header() http.Header { return w.header }
+func (w *copyingWriter) result() http.Header { return w.header }
+
+// adoptingWriter takes a header map over, as h1.Server's writer.
+type adoptingWriter struct{ copyingWriter }
+
+func (w *adoptingWriter) AdoptHeader(h http.Header) { w.header = h }

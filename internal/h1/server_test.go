@@ -488,7 +488,7 @@ func TestH1ServerAdoptHeader(t *testing.T) {
 	}
 	c.send(t, "GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
 	resp, _ = c.read(t, http.MethodGet)
-	if got := resp.Header; resp.StatusCode != http.StatusAccepted || got.Get("X-Own") != "1" || got.Get("X-Adopted") != "" {
+	if got := resp.Header; resp.StatusCode != http.StatusAccepted || got.Get("X-Own") != "1" || got.Get("X-Adopted") != "" || got.Get("X-Before") != "" {
 		t.Errorf("adoption after the status: %d, header %q", resp.StatusCode, got)
 	}
 	c.send(t, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -500,5 +500,28 @@ func TestH1ServerAdoptHeader(t *testing.T) {
 	}
 	if resp.Header.Get("X-Plain") != "1" {
 		t.Errorf("the next answer lost its own header: %q", resp.Header)
+	}
+}
+
+// Every request's context is the server's, whichever parser read it: it
+// ends when the handler returns (and, so, when the app hangs up or the
+// server closes; TestH1ServerCancelsTheRequestOfAnAppThatHangsUp).
+func TestH1ServerGivesEveryRequestItsContext(t *testing.T) {
+	contexts := make(chan context.Context, 1)
+	_, addr := startH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		contexts <- r.Context()
+	}))
+	for _, tc := range []struct{ name, request string }{
+		{"the fast reader's", "GET / HTTP/1.1\r\nHost: x\r\n\r\n"},
+		// HTTP/1.0 is left to net/http's parser.
+		{"net/http's parser's", "GET / HTTP/1.0\r\nHost: x\r\n\r\n"},
+	} {
+		c := dial(t, addr)
+		c.send(t, tc.request)
+		c.read(t, http.MethodGet)
+		ctx := <-contexts
+		if ctx.Done() == nil || !errors.Is(ctx.Err(), context.Canceled) {
+			t.Errorf("a request read by %s: its context after the answer: Done %v, Err %v; want one the server ended", tc.name, ctx.Done(), ctx.Err())
+		}
 	}
 }
