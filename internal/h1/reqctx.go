@@ -3,6 +3,8 @@ package h1
 import (
 	"context"
 	"net"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -12,31 +14,102 @@ import (
 // upstream connection through it, and read deadlines that move only when
 // they must.
 
-// requestContext is the context of a request on Server. The server ends
-// it itself (handler returned, app gone, server closed) rather than
-// deriving it from a per-connection context: that saves registering each
-// request with a parent. It also carries a one-function slot that
+// requestContext is the context of a request on Server: one allocation,
+// where context.WithCancel costs three and more work to end (about 3% of
+// a GET's instructions, bench/README.md). The server ends it itself
+// (handler returned, app gone, server closed) rather than deriving it from
+// a per-connection context. It carries no values and no deadline, as
+// before: a context.Background that the server can cancel.
+//
+// Besides context.Context it has two ways to learn of the end without a
+// goroutine: AfterFunc, which the context package uses for the contexts
+// and functions derived from this one, and a one-function slot that
 // Transport uses in place of context.AfterFunc, which costs several
 // allocations and locks per request.
 type requestContext struct {
-	// A cancelCtx whose parent never ends, so that contexts derived from
-	// this one register with it directly, as with any other.
-	context.Context
-	cancel context.CancelFunc
+	ended atomic.Bool
 	// onEnd, when set, is called once when the context ends, on whichever
 	// goroutine ends it: the connection's, the watcher's, or Close's with
 	// the server's lock held. So it must be quick and must not block
 	// (Transport's sets a deadline).
 	onEnd atomic.Pointer[func()]
+
+	mu     sync.Mutex
+	done   chan struct{} // made by the first Done: most requests never ask
+	afters []*afterFunc  // AfterFunc's, until the end
 }
 
-func newRequestContext() *requestContext {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &requestContext{Context: ctx, cancel: cancel}
+// afterFunc is one AfterFunc registration; its address tells it from
+// another of the same function.
+type afterFunc struct{ f func() }
+
+func newRequestContext() *requestContext { return &requestContext{} }
+
+func (ctx *requestContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (ctx *requestContext) Value(any) any               { return nil }
+func (ctx *requestContext) String() string              { return "h1.requestContext" }
+
+func (ctx *requestContext) Err() error {
+	if ctx.ended.Load() {
+		return context.Canceled
+	}
+	return nil
 }
 
+func (ctx *requestContext) Done() <-chan struct{} {
+	ctx.mu.Lock()
+	defer ctx.mu.Unlock()
+	if ctx.done == nil {
+		ctx.done = make(chan struct{})
+		if ctx.ended.Load() {
+			close(ctx.done)
+		}
+	}
+	return ctx.done
+}
+
+// AfterFunc calls f in its own goroutine once ctx ends, as
+// context.AfterFunc does; the context package calls it for every context
+// derived from ctx (context.WithCancel and the like), which would
+// otherwise each start a goroutine to wait for Done.
+func (ctx *requestContext) AfterFunc(f func()) (stop func() bool) {
+	ctx.mu.Lock()
+	defer ctx.mu.Unlock()
+	if ctx.ended.Load() {
+		go f()
+		return func() bool { return false }
+	}
+	a := &afterFunc{f: f}
+	ctx.afters = append(ctx.afters, a)
+	return func() bool {
+		ctx.mu.Lock()
+		defer ctx.mu.Unlock()
+		i := slices.Index(ctx.afters, a)
+		if i < 0 {
+			return false // ended: f has been started
+		}
+		ctx.afters = slices.Delete(ctx.afters, i, i+1)
+		return true
+	}
+}
+
+// end ends ctx; ending it again does nothing.
 func (ctx *requestContext) end() {
-	ctx.cancel()
+	if !ctx.ended.Load() {
+		ctx.mu.Lock()
+		if !ctx.ended.Load() {
+			ctx.ended.Store(true)
+			if ctx.done != nil {
+				close(ctx.done)
+			}
+			for _, a := range ctx.afters {
+				go a.f()
+			}
+			ctx.afters = nil
+		}
+		ctx.mu.Unlock()
+	}
+	// The end is visible before the slot is looked at: see setOnEnd.
 	if f := ctx.onEnd.Swap(nil); f != nil {
 		(*f)()
 	}
