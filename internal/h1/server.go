@@ -448,6 +448,14 @@ func (c *serverConn) readRequest() (*http.Request, *requestContext, error) {
 			return nil, nil, err
 		}
 		req = req.WithContext(ctx)
+		// golang/go#34540: the parser lets a name with a space through
+		// ("Content-Length : 5"), which would then not frame the body. The
+		// fast reader takes only names that are tokens.
+		for k := range req.Header {
+			if !validFieldName(k) {
+				return nil, nil, statusError{http.StatusBadRequest, "invalid header name"}
+			}
+		}
 	}
 	c.lr.remain = math.MaxInt64
 	head := c.head[:len(c.head)-c.br.Buffered()]
@@ -458,13 +466,6 @@ func (c *serverConn) readRequest() (*http.Request, *requestContext, error) {
 		return nil, nil, statusError{http.StatusHTTPVersionNotSupported, "unsupported protocol version"}
 	}
 	c.afterPost = req.Method == http.MethodPost
-	// golang/go#34540: the parser lets a name with a space through
-	// ("Content-Length : 5"), which would then not frame the body.
-	for k := range req.Header {
-		if !validFieldName(k) {
-			return nil, nil, statusError{http.StatusBadRequest, "invalid header name"}
-		}
-	}
 	// The parser refuses values with control bytes itself, so net/http's
 	// check of values is not repeated here (differential_test.go).
 	if err := checkFraming(req, head); err != nil {

@@ -625,8 +625,10 @@ func checkOutbound(req *http.Request) error {
 	if k := invalidField(req.Header); k != "" {
 		return fmt.Errorf("h1: invalid header field %q", k)
 	}
-	if k := invalidField(req.Trailer); k != "" {
-		return fmt.Errorf("h1: invalid trailer field %q", k)
+	if len(req.Trailer) > 0 {
+		if k := invalidField(req.Trailer); k != "" {
+			return fmt.Errorf("h1: invalid trailer field %q", k)
+		}
 	}
 	return nil
 }
