@@ -8,6 +8,7 @@ import (
 	"go/token"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -106,5 +107,23 @@ func TestKnownFieldNamesAreTokens(t *testing.T) {
 		if !isToken(k) {
 			t.Errorf("validFieldName takes %q without a check, but it is not a token", k)
 		}
+	}
+}
+
+// validHost takes, byte by byte, what RFC 3986 allows in a host and port
+// (unreserved, sub-delims, ':' and an IP literal's brackets, '%' of an
+// escape), which is also what net/http's server lets through; the whole
+// value is taken or refused.
+func TestValidHostBytes(t *testing.T) {
+	const allowed = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789" +
+		"-._~" + "!$&'()*+,;=" + ":[]%"
+	for c := range 256 {
+		want := strings.IndexByte(allowed, byte(c)) >= 0
+		if got := validHost("api.dinie.com.br:" + string([]byte{byte(c)}) + "443"); got != want {
+			t.Errorf("byte %#02x: valid %v, want %v", c, got, want)
+		}
+	}
+	if !validHost("") || !validHost("[::1]:8080") {
+		t.Error("an empty host or an IPv6 literal refused")
 	}
 }
