@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -767,12 +768,13 @@ func testRequestIDIsPassedOrGenerated(t *testing.T, setup envOption) {
 		t.Errorf("X-Request-Id = %q, want it passed on", id)
 	}
 	do(t, http.DefaultClient, "GET", e.proxy.URL+"/b", nil)
-	if id := e.last(t).RequestID; id == "" {
-		t.Error("no X-Request-Id generated")
+	generated := e.last(t).RequestID
+	if !regexp.MustCompile(`^[0-9a-f]{16}$`).MatchString(generated) {
+		t.Errorf("generated X-Request-Id = %q, want 16 hex digits", generated)
 	}
 	do(t, http.DefaultClient, "GET", e.proxy.URL+"/c", nil, "X-Request-Id", "")
-	if id := e.last(t).RequestID; id == "" {
-		t.Error("an empty X-Request-Id went upstream empty, not generated")
+	if id := e.last(t).RequestID; id == "" || id == generated {
+		t.Errorf("an empty X-Request-Id went upstream as %q, not as a new one", id)
 	}
 }
 
