@@ -276,8 +276,8 @@ func fastHeader(h *fastHead, f *headerFacts, vals []string, skip string) http.He
 		if fl.key == skip {
 			continue
 		}
-		if vv, ok := header[fl.key]; ok {
-			header[fl.key] = append(vv, fl.value)
+		if repeated(h.fields[:i], fl.key) {
+			header[fl.key] = append(header[fl.key], fl.value)
 			continue
 		}
 		vals[i] = fl.value
@@ -290,6 +290,18 @@ func fastHeader(h *fastHead, f *headerFacts, vals []string, skip string) http.He
 		}
 	}
 	return header
+}
+
+// repeated reports whether key is one of fields': a look at the few
+// fields before costs less than a map lookup for each, and a name rarely
+// repeats.
+func repeated(fields []headField, key string) bool {
+	for _, f := range fields {
+		if f.key == key {
+			return true
+		}
+	}
+	return false
 }
 
 // fastVals is how many values a fast message carries in its own
