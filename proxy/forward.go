@@ -26,7 +26,7 @@ func (h *Handler) forward(x *exchange, in *http.Request, id string, rt routing) 
 		// section 12.5.3), so the request names the identity one.
 		out.Header["Accept-Encoding"] = []string{"identity"}
 	}
-	resp, st, err := h.sender.send(out, h.passedBearer(in.Header["Authorization"]))
+	resp, st, err := h.sender.send(out, h.passedBearer(in.Header["Authorization"]), x.fromSDK)
 	w.attempts, w.retried = st.attempts, st.replayed
 	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
 		// Only net/http's transport returns one; nothing asked for it, and
@@ -129,7 +129,7 @@ func (h *Handler) outbound(x *exchange, in *http.Request, id string, rt routing)
 	// The pass that copies the app's headers notes the few the proxy
 	// decides by, each of which a lookup would hash again.
 	var connection, te, requestID []string
-	var hasUserAgent, hasKey bool
+	var hasUserAgent, hasKey, sdk bool
 	for k, vv := range in.Header {
 		switch k {
 		case "Connection":
@@ -140,6 +140,9 @@ func (h *Handler) outbound(x *exchange, in *http.Request, id string, rt routing)
 			continue // hop-by-hop
 		case "User-Agent":
 			hasUserAgent = true
+			sdk = sdk || sdkUserAgent(vv)
+		case "X-Dinie-Sdk-Language", "X-Dinie-Retry-Count":
+			sdk = sdk || len(vv) > 0
 		case "X-Request-Id":
 			requestID = vv
 		case "Idempotency-Key", "X-Idempotency-Key":
@@ -155,7 +158,9 @@ func (h *Handler) outbound(x *exchange, in *http.Request, id string, rt routing)
 		// What the pass saw may be gone.
 		_, hasUserAgent = hdr["User-Agent"]
 		requestID = hdr["X-Request-Id"]
+		sdk = fromSDK(hdr)
 	}
+	x.fromSDK = sdk
 	if hasKey {
 		copyIdempotencyKey(hdr)
 	}

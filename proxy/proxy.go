@@ -355,6 +355,9 @@ type exchange struct {
 	header    http.Header
 	// closeAfter says the connection closes after the answer (mustClose).
 	closeAfter bool
+	// fromSDK says the request, as sent upstream, is an SDK's (fromSDK),
+	// decided in outbound's pass over the app's headers.
+	fromSDK bool
 }
 
 // ServeHTTP forwards r upstream, or answers it itself: the app's token

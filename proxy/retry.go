@@ -92,9 +92,10 @@ type retryState struct {
 // begin decides, before anything is sent, whether req may be sent again;
 // with idempotency_keys auto it first gives a POST, PUT, PATCH or DELETE
 // without a key one of its own, which every try then carries (req.Header is
-// the outbound request's private map). Every request counts towards the
-// retry budget, SDK requests too: they are the apps' load.
-func (p *retryPolicy) begin(req *http.Request) retryState {
+// the outbound request's private map). sdk says req is an SDK's (fromSDK).
+// Every request counts towards the retry budget, SDK requests too: they
+// are the apps' load.
+func (p *retryPolicy) begin(req *http.Request, sdk bool) retryState {
 	var now time.Time
 	if p.budget != nil {
 		now = p.clock.Now()
@@ -103,7 +104,7 @@ func (p *retryPolicy) begin(req *http.Request) retryState {
 	h := req.Header
 	// Dinie's SDKs retry on their own: retrying under them would multiply
 	// their tries, and they send their own keys.
-	if fromSDK(h) {
+	if sdk {
 		return retryState{}
 	}
 	if p.autoKeys && needsKey(req.Method) && !hasIdempotencyKey(h) {
@@ -116,19 +117,24 @@ func (p *retryPolicy) begin(req *http.Request) retryState {
 	return retryState{left: p.retries, arrived: now}
 }
 
-// sdkUserAgent starts the User-Agent of both official SDKs
+// sdkAgentPrefix starts the User-Agent of both official SDKs
 // (Dinie-SDK-JS/..., Dinie-SDK-Python/...).
-const sdkUserAgent = "Dinie-SDK-"
+const sdkAgentPrefix = "Dinie-SDK-"
 
 // fromSDK reports whether a request comes from one of Dinie's SDKs: the JS
 // SDK sends X-Dinie-Sdk-Language on every try, the Python SDK only its
 // User-Agent (and X-Dinie-Retry-Count from its second try on).
+//
+// outbound decides it in its pass over the app's headers, with
+// sdkUserAgent, and calls this only when the app's Connection header
+// dropped some of them.
 func fromSDK(h http.Header) bool {
-	if len(h["X-Dinie-Sdk-Language"]) > 0 || len(h["X-Dinie-Retry-Count"]) > 0 {
-		return true
-	}
-	ua := h["User-Agent"]
-	return len(ua) > 0 && len(ua[0]) >= len(sdkUserAgent) && strings.EqualFold(ua[0][:len(sdkUserAgent)], sdkUserAgent)
+	return len(h["X-Dinie-Sdk-Language"]) > 0 || len(h["X-Dinie-Retry-Count"]) > 0 || sdkUserAgent(h["User-Agent"])
+}
+
+// sdkUserAgent reports whether a User-Agent header is an SDK's.
+func sdkUserAgent(ua []string) bool {
+	return len(ua) > 0 && len(ua[0]) >= len(sdkAgentPrefix) && strings.EqualFold(ua[0][:len(sdkAgentPrefix)], sdkAgentPrefix)
 }
 
 // Resendable reports whether req, as the proxy sends it upstream, may be sent

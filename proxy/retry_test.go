@@ -154,6 +154,9 @@ func testTransientFailuresAreRetried(t *testing.T, setup envOption) {
 		{"DELETE with a key", "DELETE", []string{"X-Idempotency-Key", "k-1"}, status(503), "unavailable", 0},
 		{"PUT with the IETF key", "PUT", []string{"Idempotency-Key", "k-2"}, status(502), "unavailable", 0},
 		{"POST with a key, closed", "POST", []string{"X-Idempotency-Key", "k-3"}, hangUp(false), "unreachable", 0},
+		// The header is dropped on the way, so the request Dinie gets is
+		// not an SDK's.
+		{"an SDK's header named by the app's Connection", "GET", []string{"X-Dinie-Sdk-Language", "node", "Connection", "X-Dinie-Sdk-Language"}, status(503), "unavailable", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -210,6 +213,8 @@ func testOtherAnswersAreNotRetried(t *testing.T, setup envOption) {
 		{"SDK request", "GET", []string{"X-Dinie-Sdk-Language", "python"}, status(503), 503},
 		{"SDK retry", "GET", []string{"X-Dinie-Retry-Count", "1"}, status(503), 503},
 		{"SDK POST with its key", "POST", []string{"X-Dinie-Sdk-Language", "node", "X-Idempotency-Key", "k"}, status(503), 503},
+		{"SDK User-Agent, in any case", "GET", []string{"User-Agent", "dinie-sdk-python/1.0.0"}, status(503), 503},
+		{"SDK header beside a Connection naming another", "GET", []string{"X-Dinie-Retry-Count", "2", "Connection", "X-Other"}, status(503), 503},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -80,9 +80,9 @@ type sendStats struct {
 // sent again after a transient failure (docs/operations.md, "Retries"):
 // each try takes the current token and its own copy of the request, and
 // the last answer goes back as it came.
-func (s *sender) send(req *http.Request, pass []string) (*http.Response, sendStats, error) {
+func (s *sender) send(req *http.Request, pass []string, sdk bool) (*http.Response, sendStats, error) {
 	ctx := req.Context()
-	try := s.retry.begin(req)
+	try := s.retry.begin(req, sdk)
 	tok, err := s.token(ctx, pass)
 	if err != nil {
 		return nil, sendStats{}, err
