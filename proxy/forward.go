@@ -41,7 +41,8 @@ func (h *Handler) forward(x *exchange, in *http.Request, id string, rt routing) 
 	if exchange && resp.StatusCode == http.StatusOK {
 		h.rememberSession(resp)
 	}
-	contentType := takeResponseHeader(w.ResponseWriter, resp.Header)
+	seen := takeResponseHeader(w.ResponseWriter, resp.Header)
+	h.metrics.setRateLimit(seen.rateLimit)
 	if x.closeAfter {
 		w.Header()["Connection"] = closeConnection // whatever the upstream's Connection named
 	}
@@ -55,7 +56,7 @@ func (h *Handler) forward(x *exchange, in *http.Request, id string, rt routing) 
 		w.Header()["Trailer"] = []string{strings.Join(names, ", ")}
 	}
 	w.WriteHeader(resp.StatusCode)
-	if err := h.copyBody(w, resp, contentType); err != nil {
+	if err := h.copyBody(w, resp, seen.contentType); err != nil {
 		resp.Body.Close()
 		h.log.Warn("response cut mid-body",
 			zap.String("request_id", id),
@@ -202,24 +203,38 @@ func hopByHop(k string) bool {
 
 // cleanResponseHeader deletes from h, the upstream's answer header, the
 // hop-by-hop headers and those its Connection names: they were for the
-// upstream's hop only. It returns h's Content-Type, seen in the same pass,
-// for copyBody.
-func cleanResponseHeader(h http.Header) (contentType []string) {
+// upstream's hop only. It returns what the same pass saw of the headers
+// the proxy reads, each of which a lookup would hash again.
+func cleanResponseHeader(h http.Header) (seen answerHeaders) {
 	var connection []string
 	for k, vv := range h {
-		if hopByHop(k) {
-			if k == "Connection" {
-				connection = vv
+		switch k {
+		case "Content-Type":
+			seen.contentType = vv
+		case "X-Ratelimit-Limit":
+			seen.rateLimit.limit = vv
+		case "X-Ratelimit-Remaining":
+			seen.rateLimit.remaining = vv
+		case "X-Ratelimit-Reset":
+			seen.rateLimit.reset = vv
+		default:
+			if hopByHop(k) {
+				if k == "Connection" {
+					connection = vv
+				}
+				delete(h, k) // allowed while ranging
 			}
-			delete(h, k) // allowed while ranging
-			continue
-		}
-		if k == "Content-Type" {
-			contentType = vv
 		}
 	}
 	removeConnectionListed(h, connection)
-	return contentType
+	return seen
+}
+
+// answerHeaders are the upstream answer's headers that the proxy reads:
+// Content-Type for copyBody, Dinie's rate-limit headers for the metrics.
+type answerHeaders struct {
+	contentType []string
+	rateLimit   rateLimitHeaders
 }
 
 // headerAdopter is a ResponseWriter that can take over a header map rather
@@ -229,19 +244,19 @@ type headerAdopter interface{ AdoptHeader(http.Header) }
 
 // takeResponseHeader makes src, the upstream's answer header, w's:
 // cleaned (cleanResponseHeader), its values over any the handler set on w
-// before, which stay where src has none. It returns src's Content-Type.
+// before, which stay where src has none. It returns what the cleaning saw.
 // The map and its value slices are ours: a writer that can adopt the map
 // gets it whole (w has nearly always nothing yet), others a copy key by
 // key.
-func takeResponseHeader(w http.ResponseWriter, src http.Header) (contentType []string) {
-	contentType = cleanResponseHeader(src)
+func takeResponseHeader(w http.ResponseWriter, src http.Header) (seen answerHeaders) {
+	seen = cleanResponseHeader(src)
 	dst := w.Header()
 	a, ok := w.(headerAdopter)
 	if !ok {
 		for k, vv := range src {
 			dst[k] = vv
 		}
-		return contentType
+		return seen
 	}
 	for k, vv := range dst {
 		if _, set := src[k]; !set {
@@ -249,7 +264,7 @@ func takeResponseHeader(w http.ResponseWriter, src http.Header) (contentType []s
 		}
 	}
 	a.AdoptHeader(src)
-	return contentType
+	return seen
 }
 
 // removeConnectionListed drops the headers that a Connection header names:

@@ -136,7 +136,7 @@ func TestTakeResponseHeader(t *testing.T) {
 			"copying":  &copyingWriter{header: before.Clone()},
 			"adopting": &adoptingWriter{copyingWriter{header: before.Clone()}},
 		} {
-			ct := takeResponseHeader(w, src.Clone())
+			ct := takeResponseHeader(w, src.Clone()).contentType
 			if got := w.result(); !reflect.DeepEqual(got, want) {
 				t.Errorf("%s writer, answer header %q: got %q, want %q", name, src, got, want)
 			}

@@ -140,23 +140,30 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
-// observeRateLimit exports Dinie's rate-limit headers. Absent headers leave
-// the gauges as they are; malformed ones are ignored.
+// rateLimitHeaders are Dinie's rate-limit headers of one answer, as it
+// sent them (nil where absent).
+type rateLimitHeaders struct{ limit, remaining, reset []string }
+
+// observeRateLimit exports the rate-limit headers of an answer that does
+// not go to the app (a 401 replayed, a try retried); forward exports those
+// of the one that does, seen in the pass that cleans its header.
 func (m *metrics) observeRateLimit(h http.Header) {
-	setFromHeader(m.rateLimit, h, "X-Ratelimit-Limit")
-	setFromHeader(m.rateRemaining, h, "X-Ratelimit-Remaining")
-	setFromHeader(m.rateReset, h, "X-Ratelimit-Reset")
+	m.setRateLimit(rateLimitHeaders{h["X-Ratelimit-Limit"], h["X-Ratelimit-Remaining"], h["X-Ratelimit-Reset"]})
 }
 
-// setFromHeader takes the key in canonical form: a direct map lookup,
-// where Header.Get would canonicalize the key on every response.
-func setFromHeader(g prometheus.Gauge, h http.Header, key string) {
-	vv := h[key]
+// setRateLimit exports Dinie's rate-limit headers. Absent headers leave
+// the gauges as they are; malformed ones are ignored.
+func (m *metrics) setRateLimit(r rateLimitHeaders) {
+	setFromHeader(m.rateLimit, r.limit)
+	setFromHeader(m.rateRemaining, r.remaining)
+	setFromHeader(m.rateReset, r.reset)
+}
+
+func setFromHeader(g prometheus.Gauge, vv []string) {
 	if len(vv) == 0 || vv[0] == "" {
 		return
 	}
-	v := vv[0]
-	f, err := strconv.ParseFloat(v, 64)
+	f, err := strconv.ParseFloat(vv[0], 64)
 	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 {
 		return
 	}

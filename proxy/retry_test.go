@@ -443,6 +443,32 @@ func testUnreachableUpstreamIsRetried(t *testing.T, setup envOption) {
 	}
 }
 
+// The rate-limit gauges follow every answer Dinie gives, those the app
+// never sees too: a 401 replayed and a 429 retried tell the most about
+// the limit.
+func TestRateLimitGaugesSeeEveryTry(t *testing.T) { forEachSetup(t, testRateLimitGaugesSeeEveryTry) }
+
+func testRateLimitGaugesSeeEveryTry(t *testing.T, setup envOption) {
+	e := newEnv(t, false, setup, withClock(newFakeClock()))
+	e.script(
+		status(401, "X-RateLimit-Limit", "1000", "X-RateLimit-Remaining", "7"),
+		status(429, "Retry-After", "1", "X-RateLimit-Remaining", "0", "X-RateLimit-Reset", "1772366400"),
+		okAnswer,
+	)
+	if resp, _ := do(t, http.DefaultClient, "GET", e.proxy.URL+"/customers", nil); resp.StatusCode != 200 {
+		t.Fatalf("app got %d, want the third try's 200", resp.StatusCode)
+	}
+	for name, want := range map[string]float64{
+		"dinie_proxy_upstream_ratelimit_limit":                   1000,
+		"dinie_proxy_upstream_ratelimit_remaining":               0,
+		"dinie_proxy_upstream_ratelimit_reset_timestamp_seconds": 1772366400,
+	} {
+		if got := testkit.Value(t, e.reg, name); got != want {
+			t.Errorf("%s = %v, want %v from the answers the app did not get", name, got, want)
+		}
+	}
+}
+
 // A 401 is replayed once with a fresh token, which is not a retry; a 503
 // after it is retried as any other.
 func Test401Then503IsOneReplayThenRetries(t *testing.T) {

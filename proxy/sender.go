@@ -105,7 +105,6 @@ func (s *sender) send(req *http.Request, pass []string, sdk bool) (*http.Respons
 				return nil, st, &clientBodyError{berr}
 			}
 		} else {
-			s.metrics.observeRateLimit(resp.Header)
 			if resp.StatusCode == http.StatusUnauthorized && pass == nil && !st.replayed {
 				fresh, replay, ok := s.after401(ctx, req, body, tok)
 				if !ok {
@@ -115,6 +114,7 @@ func (s *sender) send(req *http.Request, pass []string, sdk bool) (*http.Respons
 				// same request later. A second 401 is the app's to handle:
 				// retrying again could loop, and invalidating again would let
 				// one bad endpoint drive token fetches.
+				s.metrics.observeRateLimit(resp.Header)
 				discard(resp.Body)
 				s.metrics.replays401.Inc()
 				st.replayed = true
@@ -220,6 +220,7 @@ func (s *sender) again(ctx context.Context, try *retryState, req *http.Request, 
 		return nil, false, failed
 	}
 	if resp != nil {
+		s.metrics.observeRateLimit(resp.Header)
 		discard(resp.Body)
 	}
 	if err := s.retry.wait(ctx, try, reason, wait); err != nil {
