@@ -15,8 +15,8 @@ import (
 // they must.
 
 // requestContext is the context of a request on Server: one allocation,
-// where context.WithCancel costs three and more work to end (about 3% of
-// a GET's instructions, bench/README.md). The server ends it itself
+// where context.WithCancel costs three and more work to end
+// (bench/README.md). The server ends it itself
 // (handler returned, app gone, server closed) rather than deriving it from
 // a per-connection context. It carries no values and no deadline, as
 // before: a context.Background that the server can cancel.
