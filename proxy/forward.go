@@ -275,6 +275,9 @@ func takeResponseHeader(w http.ResponseWriter, src http.Header) (seen answerHead
 func removeConnectionListed(h http.Header, connection []string) bool {
 	named := false
 	for _, v := range connection {
+		if strings.EqualFold(v, "keep-alive") || strings.EqualFold(v, "close") {
+			continue // the whole of nearly every value: nothing to split
+		}
 		for name := range strings.SplitSeq(v, ",") {
 			name = textproto.TrimString(name)
 			if name != "" && !strings.EqualFold(name, "keep-alive") && !strings.EqualFold(name, "close") {

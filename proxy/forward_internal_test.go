@@ -160,3 +160,34 @@ func (w *copyingWriter) result() http.Header { return w.header }
 type adoptingWriter struct{ copyingWriter }
 
 func (w *adoptingWriter) AdoptHeader(h http.Header) { w.header = h }
+
+// removeConnectionListed drops the headers a Connection header names,
+// whatever their case and the spaces around them, and says whether it
+// named any; keep-alive and close, alone or in a list, name none.
+func TestRemoveConnectionListed(t *testing.T) {
+	for _, tc := range []struct {
+		connection []string
+		dropped    []string
+		named      bool
+	}{
+		{nil, nil, false},
+		{[]string{"keep-alive"}, nil, false},
+		{[]string{"Keep-Alive"}, nil, false},
+		{[]string{"CLOSE"}, nil, false},
+		{[]string{"keep-alive, close"}, nil, false},
+		{[]string{"keep-alive", "close"}, nil, false},
+		{[]string{"x-a"}, []string{"X-A"}, true},
+		{[]string{"keep-alive, X-A"}, []string{"X-A"}, true},
+		{[]string{"keep-alive", " X-B ,, x-a"}, []string{"X-A", "X-B"}, true},
+		{[]string{"keep-alive-x"}, nil, true}, // a header of that name, which h has not
+	} {
+		h := http.Header{"X-A": {"1"}, "X-B": {"2"}, "X-Kept": {"3"}}
+		want := h.Clone()
+		for _, k := range tc.dropped {
+			delete(want, k)
+		}
+		if named := removeConnectionListed(h, tc.connection); named != tc.named || !reflect.DeepEqual(h, want) {
+			t.Errorf("Connection %q: left %v, named %v; want %v, %v", tc.connection, h, named, want, tc.named)
+		}
+	}
+}
