@@ -108,6 +108,8 @@ var serverCorpus = []serverCase{
 	{name: "Content-Length overflow", raw: "POST /a" + h11 + "Content-Length: 99999999999999999999\r\n\r\n", want: "400 closed upstream=0"},
 	{name: "space before colon in Content-Length", raw: "POST /x" + h11 + "Content-Length : 35\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n", want: "400 closed upstream=0"},
 	{name: "space before colon in Transfer-Encoding", raw: "POST /x" + h11 + "Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n", want: "400 closed upstream=0"},
+	{name: "space inside a name", raw: "GET /a" + h11 + "X A: 1\r\n\r\n", want: "400 closed upstream=0"},
+	{name: "quote in a name", raw: "GET /a" + h11 + "X\"A: 1\r\n\r\n", want: "400 closed upstream=0"},
 
 	// Transfer-Encoding.
 	{name: "chunked POST", raw: "POST /a" + h11 + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",

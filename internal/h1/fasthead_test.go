@@ -387,6 +387,10 @@ func TestFastHeadLeavesTheUnusual(t *testing.T) {
 		"GET /a HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
 		"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
 		"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\nhello",
+		// The server checks names for tokens only on what net/http read.
+		"GET /a HTTP/1.1\r\nHost: x\r\nX A: 1\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: x\r\nX\"A: 1\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: x\r\nX-\xe9: 1\r\n\r\n",
 		"GET /a HTTP/1.0\r\n\r\n",
 		"GET /a HTTP/1.2\r\nHost: x\r\n\r\n",
 		"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
