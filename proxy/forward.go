@@ -132,6 +132,7 @@ func (h *Handler) outbound(x *exchange, in *http.Request, id string, rt routing)
 	var connection, te, requestID []string
 	var hasUserAgent, hasKey, sdk bool
 	for k, vv := range in.Header {
+		sdk = sdk || sdkHeader(k, vv)
 		switch k {
 		case "Connection":
 			connection = vv
@@ -141,9 +142,6 @@ func (h *Handler) outbound(x *exchange, in *http.Request, id string, rt routing)
 			continue // hop-by-hop
 		case "User-Agent":
 			hasUserAgent = true
-			sdk = sdk || sdkUserAgent(vv)
-		case "X-Dinie-Sdk-Language", "X-Dinie-Retry-Count":
-			sdk = sdk || len(vv) > 0
 		case "X-Request-Id":
 			requestID = vv
 		case "Idempotency-Key", "X-Idempotency-Key":
@@ -275,18 +273,24 @@ func takeResponseHeader(w http.ResponseWriter, src http.Header) (seen answerHead
 func removeConnectionListed(h http.Header, connection []string) bool {
 	named := false
 	for _, v := range connection {
-		if strings.EqualFold(v, "keep-alive") || strings.EqualFold(v, "close") {
+		if connectionOption(v) {
 			continue // the whole of nearly every value: nothing to split
 		}
 		for name := range strings.SplitSeq(v, ",") {
 			name = textproto.TrimString(name)
-			if name != "" && !strings.EqualFold(name, "keep-alive") && !strings.EqualFold(name, "close") {
+			if name != "" && !connectionOption(name) {
 				h.Del(name)
 				named = true
 			}
 		}
 	}
 	return named
+}
+
+// connectionOption reports whether a Connection token names the
+// connection's fate (keep-alive, close) rather than a header.
+func connectionOption(token string) bool {
+	return strings.EqualFold(token, "keep-alive") || strings.EqualFold(token, "close")
 }
 
 // containsToken reports whether a comma-separated header holds token, in

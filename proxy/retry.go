@@ -123,18 +123,28 @@ const sdkAgentPrefix = "Dinie-SDK-"
 
 // fromSDK reports whether a request comes from one of Dinie's SDKs: the JS
 // SDK sends X-Dinie-Sdk-Language on every try, the Python SDK only its
-// User-Agent (and X-Dinie-Retry-Count from its second try on).
-//
-// outbound decides it in its pass over the app's headers, with
-// sdkUserAgent, and calls this only when the app's Connection header
-// dropped some of them.
+// User-Agent (and X-Dinie-Retry-Count from its second try on). outbound
+// asks sdkHeader of each header in its pass over the app's, and calls
+// this only when the app's Connection header dropped some of them.
 func fromSDK(h http.Header) bool {
-	return len(h["X-Dinie-Sdk-Language"]) > 0 || len(h["X-Dinie-Retry-Count"]) > 0 || sdkUserAgent(h["User-Agent"])
+	for k, vv := range h {
+		if sdkHeader(k, vv) {
+			return true
+		}
+	}
+	return false
 }
 
-// sdkUserAgent reports whether a User-Agent header is an SDK's.
-func sdkUserAgent(ua []string) bool {
-	return len(ua) > 0 && len(ua[0]) >= len(sdkAgentPrefix) && strings.EqualFold(ua[0][:len(sdkAgentPrefix)], sdkAgentPrefix)
+// sdkHeader reports whether the header k, with values vv, marks a
+// request as an SDK's.
+func sdkHeader(k string, vv []string) bool {
+	switch k {
+	case "X-Dinie-Sdk-Language", "X-Dinie-Retry-Count":
+		return len(vv) > 0
+	case "User-Agent":
+		return len(vv) > 0 && len(vv[0]) >= len(sdkAgentPrefix) && strings.EqualFold(vv[0][:len(sdkAgentPrefix)], sdkAgentPrefix)
+	}
+	return false
 }
 
 // Resendable reports whether req, as the proxy sends it upstream, may be sent
