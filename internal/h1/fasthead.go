@@ -266,12 +266,15 @@ func fastFacts(h *fastHead) (headerFacts, bool) {
 // response's skip is "", which no field's name is). Each key's values
 // are a piece of one slice with its capacity cut, as textproto's are, so
 // that an append to one does not write over the next; vals is that slice
-// when it is long enough.
-func fastHeader(h *fastHead, f *headerFacts, vals []string, skip string) http.Header {
+// when it is long enough. The fields go into header, which is empty, or
+// into a new map when it is nil.
+func fastHeader(h *fastHead, f *headerFacts, vals []string, skip string, header http.Header) http.Header {
 	if len(vals) < h.count {
 		vals = make([]string, h.count)
 	}
-	header := make(http.Header, h.count)
+	if header == nil {
+		header = make(http.Header, h.count)
+	}
 	for i, fl := range h.fields[:h.count] {
 		if fl.key == skip {
 			continue
@@ -316,13 +319,24 @@ type fastResponse struct {
 	vals [fastVals]string
 }
 
-// fastRequest is what a request read by fastReadRequest points to, in one
-// allocation. The Request itself is apart: only WithContext can give it
-// its context, and that allocates it anyway.
+// fastRequest is what a request read by fastReadRequest points to. A
+// server connection has one and reads each of its requests into it, its
+// header map included, which saves three allocations per request: a
+// request and all it points to are the server's again once the handler
+// has returned (Server). The Request itself is apart: only WithContext
+// can give it its context, and that allocates it anyway.
 type fastRequest struct {
-	url  url.URL
-	body fastBody
-	vals [fastVals]string
+	url    url.URL
+	body   fastBody
+	vals   [fastVals]string
+	header http.Header // empty between requests
+}
+
+// release drops what the last request left in fr, so that an idle
+// connection keeps none of it alive and the next request starts empty.
+func (fr *fastRequest) release() {
+	clear(fr.header)
+	*fr = fastRequest{header: fr.header}
 }
 
 // plainPathByte marks the bytes that url.ParseRequestURI keeps in a
@@ -468,7 +482,7 @@ func fastReadResponse(br *bufio.Reader, req *http.Request) (*http.Response, bool
 		Proto:      "HTTP/1.1",
 		ProtoMajor: 1,
 		ProtoMinor: 1,
-		Header:     fastHeader(&h, &f, fr.vals[:], ""),
+		Header:     fastHeader(&h, &f, fr.vals[:], "", nil),
 		Close:      f.close,
 		Request:    req,
 		Body:       http.NoBody,
@@ -496,8 +510,9 @@ func fastReadResponse(br *bufio.Reader, req *http.Request) (*http.Response, bool
 // method other than CONNECT (whose target is an authority, read
 // differently) and PRI (HTTP/2's preface). The URL is net/http's own
 // url.ParseRequestURI, or for a plain path the same fields set directly
-// (plainTarget). The request comes with ctx as its context.
-func fastReadRequest(br *bufio.Reader, ctx context.Context) (*http.Request, bool) {
+// (plainTarget). The request comes with ctx as its context, and points
+// into fr, which is released (or new); fr nil means a new one.
+func fastReadRequest(br *bufio.Reader, ctx context.Context, fr *fastRequest) (*http.Request, bool) {
 	buf, _ := br.Peek(br.Buffered())
 	var h fastHead
 	if !scanHead(buf, &h) {
@@ -521,7 +536,9 @@ func fastReadRequest(br *bufio.Reader, ctx context.Context) (*http.Request, bool
 	if !ok {
 		return nil, false
 	}
-	fr := new(fastRequest)
+	if fr == nil {
+		fr = new(fastRequest)
+	}
 	u := &fr.url
 	if !plainTarget(u, target) {
 		var err error
@@ -535,7 +552,7 @@ func fastReadRequest(br *bufio.Reader, ctx context.Context) (*http.Request, bool
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
-		Header:        fastHeader(&h, &f, fr.vals[:], "Host"), // as http.ReadRequest, without Host
+		Header:        fastHeader(&h, &f, fr.vals[:], "Host", fr.header), // as http.ReadRequest, without Host
 		ContentLength: max(f.contentLength, 0),
 		Close:         f.close,
 		Host:          u.Host,
@@ -545,6 +562,7 @@ func fastReadRequest(br *bufio.Reader, ctx context.Context) (*http.Request, bool
 	if req.Host == "" {
 		req.Host = f.host
 	}
+	fr.header = req.Header
 	if f.contentLength > 0 {
 		fr.body = fastBody{src: io.LimitedReader{R: br, N: f.contentLength}, closing: f.close}
 		req.Body = &fr.body

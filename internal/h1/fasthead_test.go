@@ -259,8 +259,16 @@ func checkFastResponse(t *testing.T, raw []byte, method string) {
 func checkFastRequest(t *testing.T, raw []byte) {
 	// Both requests must carry the context given to the fast reader.
 	ctx := context.WithValue(context.Background(), fastContextKey{}, "the request's")
+	// Read into space that held a request before, as a server
+	// connection's has: nothing of that one may show in this one.
+	fr := new(fastRequest)
+	prior, _ := filled([]byte(priorRequest))
+	if _, ok := fastReadRequest(prior, ctx, fr); !ok {
+		t.Fatal("the fast reader refused the prior request")
+	}
+	fr.release()
 	checkFast(t, raw, "requests",
-		func(br *bufio.Reader) (*http.Request, bool) { return fastReadRequest(br, ctx) },
+		func(br *bufio.Reader) (*http.Request, bool) { return fastReadRequest(br, ctx, fr) },
 		func(br *bufio.Reader) (*http.Request, error) {
 			req, err := http.ReadRequest(br)
 			if err != nil {
@@ -272,6 +280,38 @@ func checkFastRequest(t *testing.T, raw []byte) {
 }
 
 type fastContextKey struct{}
+
+// priorRequest fills every part of a fastRequest: a URL with a query, a
+// body, a repeated name, the Pragma that adds Cache-Control, and more
+// fields than fastVals.
+const priorRequest = "POST /prior/path?q=1 HTTP/1.1\r\nHost: prior\r\nX-Prior: 1\r\nX-Prior: 2\r\n" +
+	"Pragma: no-cache\r\nAccept: a\r\nX-B: b\r\nX-C: c\r\nX-D: d\r\nX-E: e\r\nX-F: f\r\nX-G: g\r\n" +
+	"Content-Length: 5\r\n\r\nprior"
+
+// TestFastReadRequestReusesItsSpace guards what a server connection saves
+// by reading each request into the space of the one before: a request
+// then costs two allocations, its head's string and the Request, where a
+// new fastRequest and header map cost three more.
+func TestFastReadRequestReusesItsSpace(t *testing.T) {
+	const get = "GET /customers?limit=10 HTTP/1.1\r\nHost: proxy\r\nUser-Agent: app/1\r\nAccept: */*\r\n" +
+		"X-Request-Id: 0123456789abcdef\r\nX-Idempotency-Key: k\r\n\r\n"
+	fr := new(fastRequest)
+	src := strings.NewReader(get)
+	br := bufio.NewReaderSize(src, 4<<10)
+	read := func() {
+		src.Reset(get)
+		br.Reset(src)
+		br.Peek(1)
+		if _, ok := fastReadRequest(br, context.Background(), fr); !ok {
+			t.Fatal("the fast reader refused an ordinary GET")
+		}
+		fr.release()
+	}
+	read()
+	if n := testing.AllocsPerRun(100, read); n > 2 {
+		t.Errorf("%.0f allocations per request read into reused space, want 2", n)
+	}
+}
 
 // checkFast holds a fast reader to net/http's on raw: if it gives up, it
 // consumed nothing; if it takes raw, net/http takes it too, consuming as
@@ -413,7 +453,7 @@ func checkTaken(t *testing.T, answers, requests []string, want bool) {
 	}
 	for _, r := range requests {
 		br, _ := filled([]byte(r))
-		if _, ok := fastReadRequest(br, context.Background()); ok != want {
+		if _, ok := fastReadRequest(br, context.Background(), nil); ok != want {
 			t.Errorf("the fast reader %s the request:\n%q", verdict[ok], r)
 		}
 	}
@@ -521,7 +561,7 @@ func TestFastHeadAllocates(t *testing.T) {
 			func(br *bufio.Reader) bool { _, ok := fastReadResponse(br, get); return ok },
 			func(br *bufio.Reader) bool { _, err := http.ReadResponse(br, get); return err == nil }},
 		{"request", request,
-			func(br *bufio.Reader) bool { _, ok := fastReadRequest(br, context.Background()); return ok },
+			func(br *bufio.Reader) bool { _, ok := fastReadRequest(br, context.Background(), nil); return ok },
 			func(br *bufio.Reader) bool { _, err := http.ReadRequest(br); return err == nil }},
 	} {
 		fa, fb := cost(tt.raw, tt.fast)
@@ -613,7 +653,7 @@ func BenchmarkFastRead(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			fill(request)
-			if _, ok := fastReadRequest(br, context.Background()); !ok {
+			if _, ok := fastReadRequest(br, context.Background(), nil); !ok {
 				b.Fatal("the request was left to net/http")
 			}
 		}

@@ -36,6 +36,10 @@ import (
 // It speaks HTTP/1.0 and 1.1 only (no h2c, no upgrades), which is all an
 // app talking to a local sidecar in plain HTTP uses. Hijack is there for
 // CONNECT tunnels.
+//
+// A handler must not keep the Request's URL or Header, or the values in
+// it, past ServeHTTP: unless it hijacked the connection, the connection's
+// next request is read into them.
 type Server struct {
 	Handler http.Handler
 	// ReadHeaderTimeout bounds the wait for a request's line and headers,
@@ -287,6 +291,8 @@ type serverConn struct {
 	// with the answer's headers; taken only for requests that expect it.
 	wmu sync.Mutex
 	res response // reused: a ResponseWriter is dead once ServeHTTP returns
+	// fr is what a fast-read request points to, reused as res is.
+	fr fastRequest
 	// head is the current request's line and headers as they came.
 	head      []byte
 	afterPost bool // the last request was a POST
@@ -313,10 +319,12 @@ func (c *serverConn) serve() {
 		}
 		// The answer is flushed, and its body closed so that no reader
 		// can send a 100 Continue any more: the writer can go back. On a
-		// closing connection it is left to the collector instead.
+		// closing connection it is left to the collector instead, as is
+		// the request.
 		c.bw.Reset(nil) // the pool must not keep the connection
 		c.s.writers.Put(c.bw)
 		c.bw = nil
+		c.fr.release()
 	}
 }
 
@@ -435,7 +443,7 @@ func (c *serverConn) readRequest() (*http.Request, *requestContext, error) {
 	// have reached it either. Anything else is read by net/http, from the
 	// same unread bytes. The checks below are made on either.
 	ctx := newRequestContext()
-	req, ok := fastReadRequest(c.br, ctx)
+	req, ok := fastReadRequest(c.br, ctx, &c.fr)
 	if !ok {
 		c.lr.rec = &c.head
 		var err error

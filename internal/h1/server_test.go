@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -522,6 +523,42 @@ func TestH1ServerGivesEveryRequestItsContext(t *testing.T) {
 		ctx := <-contexts
 		if ctx.Done() == nil || !errors.Is(ctx.Err(), context.Canceled) {
 			t.Errorf("a request read by %s: its context after the answer: Done %v, Err %v; want one the server ended", tc.name, ctx.Done(), ctx.Err())
+		}
+	}
+}
+
+// A kept connection reads each request into the space of the one before
+// (Server's doc): the handler must see each request's URL, headers and
+// body as they came, and nothing of an earlier one, whichever parser read
+// it.
+func TestH1ServerReadsEachRequestAfresh(t *testing.T) {
+	_, addr := startH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		keys := make([]string, 0, len(r.Header))
+		for k, vv := range r.Header {
+			keys = append(keys, k+"="+strings.Join(vv, ","))
+		}
+		slices.Sort(keys)
+		fmt.Fprintf(w, "%s %s?%s host=%s body=%q", r.Method, r.URL.Path, r.URL.RawQuery, r.Host, body)
+		for _, k := range keys {
+			fmt.Fprintf(w, " %s", k)
+		}
+	}))
+	c := dial(t, addr)
+	for _, tc := range []struct{ request, want string }{
+		{"POST /a?x=1 HTTP/1.1\r\nHost: one\r\nX-A: 1\r\nX-A: 2\r\nPragma: no-cache\r\nContent-Length: 3\r\n\r\nabc",
+			`POST /a?x=1 host=one body="abc" Cache-Control=no-cache Content-Length=3 Pragma=no-cache X-A=1,2`},
+		{"GET /b HTTP/1.1\r\nHost: two\r\nX-B: 3\r\n\r\n",
+			`GET /b? host=two body="" X-B=3`},
+		// A folded line is left to net/http's parser.
+		{"GET /c HTTP/1.1\r\nHost: three\r\nX-C: 4\r\n 5\r\n\r\n",
+			`GET /c? host=three body="" X-C=4 5`},
+		{"GET /d HTTP/1.1\r\nHost: four\r\n\r\n",
+			`GET /d? host=four body=""`},
+	} {
+		c.send(t, tc.request)
+		if _, got := c.read(t, http.MethodGet); got != tc.want {
+			t.Errorf("the handler saw\n%s\nwant\n%s", got, tc.want)
 		}
 	}
 }
