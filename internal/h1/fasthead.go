@@ -438,8 +438,9 @@ func asciiEqualFold(s, token string) bool {
 // is exactly "HTTP/1.1 DDD reason" with a status from 200 to 999. It
 // gives up on an answer with neither Content-Length nor a status or method
 // that rules out a body (its body would run until the connection closes),
-// leaving all of br for http.ReadResponse.
-func fastReadResponse(br *bufio.Reader, req *http.Request) (*http.Response, bool) {
+// leaving all of br for http.ReadResponse. The header goes into header
+// when it is not nil: an empty map (spareHeader).
+func fastReadResponse(br *bufio.Reader, req *http.Request, header http.Header) (*http.Response, bool) {
 	buf, _ := br.Peek(br.Buffered())
 	var h fastHead
 	if !scanHead(buf, &h) {
@@ -482,7 +483,7 @@ func fastReadResponse(br *bufio.Reader, req *http.Request) (*http.Response, bool
 		Proto:      "HTTP/1.1",
 		ProtoMajor: 1,
 		ProtoMinor: 1,
-		Header:     fastHeader(&h, &f, fr.vals[:], "", nil),
+		Header:     fastHeader(&h, &f, fr.vals[:], "", header),
 		Close:      f.close,
 		Request:    req,
 		Body:       http.NoBody,

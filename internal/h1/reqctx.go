@@ -3,6 +3,7 @@ package h1
 import (
 	"context"
 	"net"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -37,6 +38,9 @@ type requestContext struct {
 	mu     sync.Mutex
 	done   chan struct{} // made by the first Done: most requests never ask
 	afters []*afterFunc  // AfterFunc's, until the end
+	// spare is an empty header map of the server connection's, lent to
+	// the request for its answer (spareHeader).
+	spare http.Header
 }
 
 // afterFunc is one AfterFunc registration; its address tells it from
@@ -134,6 +138,24 @@ func (ctx *requestContext) setOnEnd(f *func()) bool {
 // (or is being) called.
 func (ctx *requestContext) clearOnEnd(f *func()) bool {
 	return ctx.onEnd.CompareAndSwap(f, nil)
+}
+
+// spareHeader takes the empty header map that the server connection of
+// ctx lends its request, for Transport to read the answer's header into:
+// a handler that gives that header to its own answer (AdoptHeader) gives
+// the map back, and the connection lends it again with its next request,
+// instead of a map made for each answer. Nil if ctx is no server's, or its
+// map is taken.
+func spareHeader(ctx context.Context) http.Header {
+	rc, ok := ctx.(*requestContext)
+	if !ok {
+		return nil
+	}
+	rc.mu.Lock()
+	h := rc.spare
+	rc.spare = nil
+	rc.mu.Unlock()
+	return h
 }
 
 // cancelWatch poisons a connection when a request's context ends, until

@@ -17,6 +17,7 @@ type response struct {
 	req            *http.Request
 	header         http.Header
 	own            http.Header // the connection's map, header unless one was adopted
+	adopted        bool        // header is a map the handler gave (AdoptHeader)
 	status         int
 	wroteHeader    bool  // the final status is chosen
 	committed      bool  // status line and headers are written
@@ -49,8 +50,22 @@ func (r *response) Header() http.Header { return r.header }
 // not.
 func (r *response) AdoptHeader(h http.Header) {
 	if !r.wroteHeader && h != nil {
-		r.header = h
+		r.header, r.adopted = h, true
 	}
+}
+
+// takeAdopted returns, emptied, the map the handler gave the answer, for
+// the connection to lend with its next request (spareHeader); nil if
+// there is none, or it is larger than a head the fast readers take, which
+// it would stay.
+func (r *response) takeAdopted() http.Header {
+	h := r.header
+	if !r.adopted || len(h) > maxFastFields {
+		return nil
+	}
+	clear(h)
+	r.header, r.adopted = r.own, false
+	return h
 }
 
 // WriteHeaderReason is WriteHeader with a reason phrase of the caller's

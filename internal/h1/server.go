@@ -293,6 +293,9 @@ type serverConn struct {
 	res response // reused: a ResponseWriter is dead once ServeHTTP returns
 	// fr is what a fast-read request points to, reused as res is.
 	fr fastRequest
+	// spare is an empty header map for the next request's answer, lent
+	// through its context (spareHeader).
+	spare http.Header
 	// head is the current request's line and headers as they came.
 	head      []byte
 	afterPost bool // the last request was a POST
@@ -620,12 +623,14 @@ func (c *serverConn) handle(req *http.Request, ctx *requestContext) bool {
 	if c.gone.Load() {
 		ctx.end()
 	}
+	ctx.spare, c.spare = c.spare, nil // the handler has not seen ctx yet: no lock
 	ok := c.runHandler(res, req)
 	c.current.Store(nil)
 	ctx.end()
 	if c.hijacked {
 		return false
 	}
+	c.spare = spareHeader(ctx) // not taken: lent again next time
 	if body != nil && !body.closeForReuse() {
 		res.closeAfter = true
 	}
@@ -634,6 +639,9 @@ func (c *serverConn) handle(req *http.Request, ctx *requestContext) bool {
 		return false
 	}
 	res.finish()
+	if c.spare == nil {
+		c.spare = res.takeAdopted()
+	}
 	return !res.closeAfter
 }
 

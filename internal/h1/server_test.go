@@ -8,6 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -561,4 +564,72 @@ func TestH1ServerReadsEachRequestAfresh(t *testing.T) {
 			t.Errorf("the handler saw\n%s\nwant\n%s", got, tc.want)
 		}
 	}
+}
+
+// The map a handler gives its answer (AdoptHeader) is lent, emptied, with
+// the connection's next request, for Transport to read that answer's
+// header into: each answer must still carry only its own fields, and the
+// map must come back whether the transport took it or not.
+func TestH1ServerLendsTheAdoptedMapToTheNextAnswer(t *testing.T) {
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Upstream-"+strings.TrimPrefix(r.URL.Path, "/"), "1")
+		io.WriteString(w, r.URL.Path)
+	}))
+	t.Cleanup(upstream.Close)
+	u, _ := url.Parse(upstream.URL)
+	tr, err := h1.NewTransport(u, h1.TransportConfig{ResponseHeaderTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	maps := make(chan uintptr, 1) // the answer map's identity
+	_, addr := startH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Has("local") {
+			maps <- 0
+			io.WriteString(w, "local")
+			return
+		}
+		out, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, upstream.URL+r.URL.Path, nil)
+		resp, err := tr.RoundTrip(out)
+		if err != nil {
+			t.Error(err)
+			maps <- 0
+			return
+		}
+		defer resp.Body.Close()
+		maps <- reflect.ValueOf(resp.Header).Pointer()
+		if r.URL.Query().Has("copy") {
+			for k, vv := range resp.Header {
+				w.Header()[k] = vv
+			}
+		} else {
+			w.(interface{ AdoptHeader(http.Header) }).AdoptHeader(resp.Header)
+		}
+		io.Copy(w, resp.Body)
+	}))
+	c := dial(t, addr)
+	get := func(target string) (http.Header, uintptr) {
+		t.Helper()
+		c.send(t, "GET "+target+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, _ := c.read(t, http.MethodGet)
+		var own []string
+		for k := range resp.Header {
+			if strings.HasPrefix(k, "X-Upstream-") {
+				own = append(own, k)
+			}
+		}
+		if path, _, _ := strings.Cut(target, "?"); !strings.Contains(path, "local") && (len(own) != 1 || own[0] != http.CanonicalHeaderKey("X-Upstream-"+path[1:])) {
+			t.Errorf("the answer to %s has the upstream fields %q", target, own)
+		}
+		return resp.Header, <-maps
+	}
+	_, first := get("/a")
+	if _, m := get("/b"); m != first {
+		t.Error("the second answer was read into a new map, not the one the first answer gave back")
+	}
+	get("/local?local") // the map lent is not taken: it comes back
+	if _, m := get("/c?copy"); m != first {
+		t.Error("after an answer of the handler's own, the map lent was not the one given back before")
+	}
+	get("/d") // the copying handler kept the map: a new one, its fields only
 }

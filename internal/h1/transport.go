@@ -316,11 +316,12 @@ func readResponse(pc *h1conn, req *http.Request) (*http.Response, error) {
 		}
 		return nil, errNothingRead{err}
 	}
+	spare := spareHeader(req.Context())
 	for {
 		// The ordinary answer is read by the strict fast reader
 		// (fasthead.go); anything else, from the same unread bytes, by
 		// net/http.
-		resp, ok := fastReadResponse(pc.br, req)
+		resp, ok := fastReadResponse(pc.br, req, spare)
 		if ok {
 			return resp, nil
 		}
