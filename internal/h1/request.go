@@ -23,13 +23,14 @@ import (
 // client trace.
 //
 // buf, when not nil, is where a body larger than bw's free space is read
-// into before it is written (see writeBody).
-func writeRequest(bw *bufio.Writer, req *http.Request, buf []byte) error {
+// into before it is written (see writeBody). plainHost, when not empty,
+// is a host known to be plain (Transport's own), not looked at again.
+func writeRequest(bw *bufio.Writer, req *http.Request, buf []byte, plainHost string) error {
 	host := req.Host
 	if host == "" && req.URL != nil {
 		host = req.URL.Host
 	}
-	if !plainRequest(req, host) {
+	if !plainRequest(req, host, plainHost) {
 		return req.Write(bw)
 	}
 	path := req.URL.EscapedPath()
@@ -162,8 +163,8 @@ func copyBuffered(bw *bufio.Writer, body io.Reader, n int64, buf []byte) (int64,
 type bufferedBody interface{ Buffered() int64 }
 
 // plainRequest reports whether req, for host, is one writeRequest writes
-// itself.
-func plainRequest(req *http.Request, host string) bool {
+// itself; a host equal to plainHost is plain.
+func plainRequest(req *http.Request, host, plainHost string) bool {
 	// A body with its length, or neither: Request.Write probes a body of
 	// zero length and refuses a length without a body.
 	hasBody := req.Body != nil && req.Body != http.NoBody
@@ -172,15 +173,23 @@ func plainRequest(req *http.Request, host string) bool {
 		req.Method == http.MethodConnect || !validFieldName(req.Method) && req.Method != "" {
 		return false
 	}
-	// Names, IPv4 and bracketed IPv6 addresses with a port: what needs no
-	// IDNA conversion, zone removal or validity check.
+	if (plainHost == "" || host != plainHost) && !isPlainHost(host) {
+		return false
+	}
+	return httptrace.ContextClientTrace(req.Context()) == nil
+}
+
+// isPlainHost reports whether host is a name, an IPv4 or a bracketed IPv6
+// address, with a port or not: what needs no IDNA conversion, zone removal
+// or validity check.
+func isPlainHost(host string) bool {
 	for i := 0; i < len(host); i++ {
 		if c := host[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
 			c == '.' || c == '-' || c == ':' || c == '[' || c == ']' || c == '_') {
 			return false
 		}
 	}
-	return httptrace.ContextClientTrace(req.Context()) == nil
+	return true
 }
 
 // hasCTL reports whether s has a byte that Request.Write refuses in a URL.

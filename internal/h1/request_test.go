@@ -25,19 +25,27 @@ func sameAsRequestWrite(t *testing.T, newReq func() *http.Request) {
 	t.Helper()
 	var want bytes.Buffer
 	wantErr := newReq().Write(&want)
-	for _, buf := range [][]byte{nil, make([]byte, 3)} {
-		var got bytes.Buffer
-		bw := bufio.NewWriter(&got)
-		gotErr := writeRequest(bw, newReq(), buf)
-		bw.Flush()
-		if (wantErr == nil) != (gotErr == nil) {
-			t.Fatalf("writeRequest (buffer of %d) error %v, Request.Write error %v", len(buf), gotErr, wantErr)
-		}
-		if wantErr != nil {
-			continue
-		}
-		if g, w := normalizeHead(got.String()), normalizeHead(want.String()); g != w {
-			t.Errorf("writeRequest (buffer of %d) wrote\n%q\nRequest.Write wrote\n%q", len(buf), g, w)
+	// A Transport passes its host as plain when it is: the same request
+	// must come out whether writeRequest looks at the host or not.
+	plainHosts := []string{""}
+	if r := newReq(); r.URL != nil && isPlainHost(r.URL.Host) {
+		plainHosts = append(plainHosts, r.URL.Host)
+	}
+	for _, plainHost := range plainHosts {
+		for _, buf := range [][]byte{nil, make([]byte, 3)} {
+			var got bytes.Buffer
+			bw := bufio.NewWriter(&got)
+			gotErr := writeRequest(bw, newReq(), buf, plainHost)
+			bw.Flush()
+			if (wantErr == nil) != (gotErr == nil) {
+				t.Fatalf("writeRequest (buffer of %d, plain host %q) error %v, Request.Write error %v", len(buf), plainHost, gotErr, wantErr)
+			}
+			if wantErr != nil {
+				continue
+			}
+			if g, w := normalizeHead(got.String()), normalizeHead(want.String()); g != w {
+				t.Errorf("writeRequest (buffer of %d, plain host %q) wrote\n%q\nRequest.Write wrote\n%q", len(buf), plainHost, g, w)
+			}
 		}
 	}
 }
@@ -110,6 +118,11 @@ func TestWriteRequestWritesWhatRequestWriteDoes(t *testing.T) {
 		// What req.Write is left with.
 		{"zone in the host", newOutbound("GET", "https://[fe80::1%25eth0]:8443/x", nil), nil},
 		{"non-ASCII host", newOutbound("GET", "https://bücher.example/x", nil), nil},
+		{"non-ASCII Host beside a plain URL host", func() *http.Request {
+			r := newOutbound("GET", "https://api.example/x", nil)
+			r.Host = "bücher.example"
+			return r
+		}(), nil},
 		{"CONNECT", newOutbound("CONNECT", "https://api.example", nil), nil},
 		{"opaque URL", newOutbound("GET", "https:opaque", nil), nil},
 		{"invalid method", newOutbound("GET /x HTTP/1.1\r\nX:", "https://api.example/", nil), nil},
@@ -159,13 +172,13 @@ func TestWriteRequestLeavesTheUnusualToRequestWrite(t *testing.T) {
 	withTrace := newOutbound("GET", "https://api.example/x", http.Header{"Accept": {"*/*"}}).
 		WithContext(httptrace.WithClientTrace(context.Background(), trace))
 	for _, req := range []*http.Request{withBody, closing, withTrace} {
-		if plainRequest(req, req.URL.Host) {
+		if plainRequest(req, req.URL.Host, "") {
 			t.Errorf("%s %s (Close %v, ContentLength %d): plain, want it left to Request.Write", req.Method, req.URL, req.Close, req.ContentLength)
 		}
 	}
 	var buf bytes.Buffer
 	bw := bufio.NewWriter(&buf)
-	if err := writeRequest(bw, withTrace, nil); err != nil {
+	if err := writeRequest(bw, withTrace, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Contains(traced, "Accept") {
@@ -192,7 +205,7 @@ func TestWriteRequestClosesTheBody(t *testing.T) {
 		body := &closeRecorder{Reader: strings.NewReader(tc.body)}
 		req := newOutbound("POST", "https://api.example/x", nil)
 		req.Body, req.ContentLength = body, tc.n
-		writeRequest(bufio.NewWriter(io.Discard), req, nil)
+		writeRequest(bufio.NewWriter(io.Discard), req, nil, "")
 		if !body.closed {
 			t.Errorf("body %q with ContentLength %d: not closed", tc.body, tc.n)
 		}

@@ -29,7 +29,10 @@ import (
 // and Request.Write's rules, so the wire format is the standard library's.
 // HTTP/2 needs net/http's transport.
 type Transport struct {
-	addr, host            string
+	addr, host string
+	// plainHost is host when isPlainHost says so: every request's Host,
+	// looked at once here rather than byte by byte for each (writeRequest).
+	plainHost             string
 	tls                   *tls.Config // nil for plain http
 	responseHeaderTimeout time.Duration
 	dialContext           func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -112,6 +115,9 @@ func (e *DialError) Unreachable() bool { return true }
 func NewTransport(upstream *url.URL, cfg TransportConfig) (*Transport, error) {
 	t := &Transport{host: upstream.Host, responseHeaderTimeout: cfg.ResponseHeaderTimeout, dialContext: cfg.DialContext,
 		resendable: cfg.Resendable, maxDialing: cfg.MaxDialing}
+	if isPlainHost(t.host) {
+		t.plainHost = t.host
+	}
 	if t.maxDialing <= 0 {
 		t.maxDialing = defaultMaxDialing
 	}
@@ -264,7 +270,7 @@ func (t *Transport) exchange(ctx context.Context, pc *h1conn, req *http.Request)
 		lent = t.bodyBufs.Get().(*[]byte)
 		buf = *lent
 	}
-	err := writeRequest(pc.bw, req, buf)
+	err := writeRequest(pc.bw, req, buf, t.plainHost)
 	if lent != nil {
 		t.bodyBufs.Put(lent)
 	}

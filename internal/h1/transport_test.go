@@ -534,7 +534,7 @@ func TestWriteRequestSendsAnArrivedBodyWithTheHead(t *testing.T) {
 		bw := bufio.NewWriter(w)
 		req, _ := http.NewRequest("POST", "https://api.example/charges", tc.body)
 		req.ContentLength = 12
-		if err := writeRequest(bw, req, nil); err != nil {
+		if err := writeRequest(bw, req, nil, ""); err != nil {
 			t.Fatal(err)
 		}
 		bw.Flush()
