@@ -10,17 +10,22 @@ import (
 )
 
 // writeRequest writes req to bw as req.Write(bw) would, up to the order of
-// the header lines.
+// the header lines, after the checks net/http's transport makes of the
+// header before sending (invalidField): a field that could not go out as
+// it is refuses the request (errInvalidField).
 //
 // A request without a body (every GET), or with one of known length, is
 // written here, each line assembled in the writer's free space:
 // Request.Write formats with fmt, sorts the header keys through a pooled
 // sorter and looks for a client trace (its cost is in bench/README.md).
-// Anything out of the ordinary goes to req.Write
-// itself: a body of unknown length (chunked, or the probe of a zero
-// ContentLength), Close, CONNECT, an opaque URL, a method or Host that
-// would need checking, a URL with a control byte (req.Write refuses it), a
-// client trace.
+// Each field is checked in the pass that writes it, before its lines go
+// into bw; a refused request has written lines that the caller drops
+// with the writer's buffer, unless the head was larger than the buffer
+// and part of it went out (errInvalidField's spoiled). Anything out of the
+// ordinary goes to req.Write itself, checked first: a body of unknown
+// length (chunked, or the probe of a zero ContentLength), Close, CONNECT,
+// an opaque URL, a method or Host that would need checking, a URL with a
+// control byte (req.Write refuses it), a client trace.
 //
 // buf, when not nil, is where a body larger than bw's free space is read
 // into before it is written (see writeBody). plainHost, when not empty,
@@ -31,7 +36,7 @@ func writeRequest(bw *bufio.Writer, req *http.Request, buf []byte, plainHost str
 		host = req.URL.Host
 	}
 	if !plainRequest(req, host, plainHost) {
-		return req.Write(bw)
+		return writeChecked(bw, req)
 	}
 	path := req.URL.EscapedPath()
 	if path == "" {
@@ -39,13 +44,18 @@ func writeRequest(bw *bufio.Writer, req *http.Request, buf []byte, plainHost str
 	}
 	query := req.URL.ForceQuery || req.URL.RawQuery != ""
 	if hasCTL(path) || query && hasCTL(req.URL.RawQuery) {
-		return req.Write(bw)
+		return writeChecked(bw, req)
 	}
 	method := req.Method
 	if method == "" {
 		method = http.MethodGet
 	}
 
+	// Bytes put into bw, to tell on a refusal whether any went out.
+	start, written := bw.Buffered(), 0
+	refuse := func(k string) error {
+		return errInvalidField{name: k, spoiled: bw.Buffered() != start+written}
+	}
 	line := append(bw.AvailableBuffer(), method...)
 	line = append(line, ' ')
 	line = append(line, path...)
@@ -56,32 +66,51 @@ func writeRequest(bw *bufio.Writer, req *http.Request, buf []byte, plainHost str
 	line = append(line, " HTTP/1.1\r\nHost: "...)
 	line = append(line, host...)
 	line = append(line, "\r\n"...)
+	written += len(line)
 	bw.Write(line)
 
 	// Request.Write's rules: Go's User-Agent unless the map has the key
 	// (an empty value then means none); the body's length, or a zero one
 	// for the methods that are expected to have a body.
 	if ua, ok := req.Header["User-Agent"]; !ok {
-		bw.WriteString("User-Agent: Go-http-client/1.1\r\n")
+		const goUA = "User-Agent: Go-http-client/1.1\r\n"
+		written += len(goUA)
+		bw.WriteString(goUA)
+	} else if !validValues(ua) {
+		return refuse("User-Agent")
 	} else if len(ua) > 0 && ua[0] != "" {
-		writeField(bw, "User-Agent", ua[:1])
+		written += writeValidField(bw, "User-Agent", ua[:1])
 	}
 	if req.ContentLength > 0 {
 		line = append(bw.AvailableBuffer(), "Content-Length: "...)
 		line = strconv.AppendInt(line, req.ContentLength, 10)
-		bw.Write(append(line, "\r\n"...))
+		line = append(line, "\r\n"...)
+		written += len(line)
+		bw.Write(line)
 	} else {
 		switch method {
 		case http.MethodPost, http.MethodPut, http.MethodPatch:
-			bw.WriteString("Content-Length: 0\r\n")
+			const zero = "Content-Length: 0\r\n"
+			written += len(zero)
+			bw.WriteString(zero)
 		}
 	}
 	for k, vv := range req.Header {
 		switch k {
-		case "Host", "User-Agent", "Content-Length", "Transfer-Encoding", "Trailer":
-			continue // written above from the request's fields, or not at all
+		case "User-Agent":
+			continue // checked and written above
+		case "Host", "Content-Length", "Transfer-Encoding", "Trailer":
+			// Written above from the request's fields, or not at all; but
+			// checked, as net/http's transport checks every field.
+			if !validFieldName(k) || !validValues(vv) {
+				return refuse(k)
+			}
+			continue
 		}
-		writeField(bw, k, vv)
+		if !validFieldName(k) || !validValues(vv) {
+			return refuse(k)
+		}
+		written += writeValidField(bw, k, vv)
 	}
 	// A write error stays in bw and is the caller's Flush's to report.
 	_, err := bw.WriteString("\r\n")
@@ -89,6 +118,15 @@ func writeRequest(bw *bufio.Writer, req *http.Request, buf []byte, plainHost str
 		return writeBody(bw, req.Body, req.ContentLength, buf)
 	}
 	return err
+}
+
+// writeChecked writes req with req.Write once its header passed
+// invalidField; nothing is written for a request refused.
+func writeChecked(bw *bufio.Writer, req *http.Request) error {
+	if k := invalidField(req.Header); k != "" {
+		return errInvalidField{name: k}
+	}
+	return req.Write(bw)
 }
 
 // writeBody copies a body of n bytes after the head, checked and closed as

@@ -16,15 +16,19 @@ import (
 	"testing/iotest"
 )
 
-// sameAsRequestWrite checks that writeRequest writes what req.Write does,
-// header lines in any order but a header's values in theirs, or fails as
-// it does, with the body read through the writer's buffer and through a
-// buffer of its own (a small one, for many reads). newReq makes the
-// request afresh for each, as a body is read.
+// sameAsRequestWrite checks that writeRequest sends what net/http's
+// transport does: it refuses a request whose header invalidField faults
+// (errInvalidField, spoiled exactly when bytes of it went out), and
+// otherwise writes what req.Write does, header lines in any order but a
+// header's values in theirs, or fails as it does, with the body read
+// through the writer's buffer and through a buffer of its own (a small
+// one, for many reads). newReq makes the request afresh for each, as a
+// body is read.
 func sameAsRequestWrite(t *testing.T, newReq func() *http.Request) {
 	t.Helper()
 	var want bytes.Buffer
 	wantErr := newReq().Write(&want)
+	refused := invalidField(newReq().Header) != ""
 	// A Transport passes its host as plain when it is: the same request
 	// must come out whether writeRequest looks at the host or not.
 	plainHosts := []string{""}
@@ -34,8 +38,26 @@ func sameAsRequestWrite(t *testing.T, newReq func() *http.Request) {
 	for _, plainHost := range plainHosts {
 		for _, buf := range [][]byte{nil, make([]byte, 3)} {
 			var got bytes.Buffer
-			bw := bufio.NewWriter(&got)
+			// A small writer for a head that goes out before its end.
+			size := 4096
+			if len(buf) > 0 {
+				size = 64
+			}
+			bw := bufio.NewWriterSize(&got, size)
 			gotErr := writeRequest(bw, newReq(), buf, plainHost)
+			if refused {
+				e, ok := gotErr.(errInvalidField)
+				if !ok {
+					t.Fatalf("writeRequest (plain host %q) error %v for a header net/http's transport refuses", plainHost, gotErr)
+				}
+				if e.spoiled != (got.Len() > 0) {
+					t.Fatalf("writeRequest (plain host %q) refused with spoiled %v after writing %q to the connection", plainHost, e.spoiled, got.String())
+				}
+				if strings.Contains(got.String(), "\r\n\r\n") {
+					t.Fatalf("writeRequest (plain host %q) refused after a whole head went out: %q", plainHost, got.String())
+				}
+				continue
+			}
 			bw.Flush()
 			if (wantErr == nil) != (gotErr == nil) {
 				t.Fatalf("writeRequest (buffer of %d, plain host %q) error %v, Request.Write error %v", len(buf), plainHost, gotErr, wantErr)

@@ -212,6 +212,15 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			return resp, nil
 		}
+		if refused, ok := err.(errInvalidField); ok {
+			// Refused before it went out, as net/http's transport refuses
+			// before sending: the connection is not the request's fault.
+			closeBody(req)
+			if !refused.spoiled {
+				t.put(pc)
+				return nil, err
+			}
+		}
 		pc.conn.Close()
 		if _, stale := errors.AsType[errNothingRead](err); stale && reused && attempt == 0 && resendable && ctx.Err() == nil {
 			continue
@@ -273,6 +282,14 @@ func (t *Transport) exchange(ctx context.Context, pc *h1conn, req *http.Request)
 	err := writeRequest(pc.bw, req, buf, t.plainHost)
 	if lent != nil {
 		t.bodyBufs.Put(lent)
+	}
+	if refused, ok := err.(errInvalidField); ok {
+		if !w.release() {
+			refused.spoiled = true
+		} else if !refused.spoiled {
+			pc.bw.Reset(pc.conn) // drops what it had written of the head
+		}
+		return nil, refused
 	}
 	if err != nil {
 		return fail(err)
@@ -623,14 +640,12 @@ func (wouldWaitError) Timeout() bool   { return true }
 func (wouldWaitError) Temporary() bool { return true }
 
 // checkOutbound refuses what net/http's transport refuses before sending
-// (transport.go, roundTrip): a method that is not a token, and header or
-// trailer names and values that could not go out as they are.
+// (transport.go, roundTrip): a method that is not a token, and trailer
+// names and values that could not go out as they are. The header's are
+// checked by writeRequest, in the pass that writes them.
 func checkOutbound(req *http.Request) error {
 	if req.Method != "" && !validFieldName(req.Method) {
 		return fmt.Errorf("h1: invalid method %q", req.Method)
-	}
-	if k := invalidField(req.Header); k != "" {
-		return fmt.Errorf("h1: invalid header field %q", k)
 	}
 	if len(req.Trailer) > 0 {
 		if k := invalidField(req.Trailer); k != "" {
@@ -640,21 +655,37 @@ func checkOutbound(req *http.Request) error {
 	return nil
 }
 
+// errInvalidField is a request refused for a header field that could not
+// go out as it is (invalidField). spoiled says the connection is no longer
+// as it was: part of the request's head had gone to it, or the request's
+// end poisoned its deadline.
+type errInvalidField struct {
+	name    string // never the value: it may be a credential
+	spoiled bool
+}
+
+func (e errInvalidField) Error() string { return fmt.Sprintf("h1: invalid header field %q", e.name) }
+
 // invalidField returns the name of the first field of h whose name is not
 // a token or whose value has a control byte other than a tab; the value
 // itself is never shown, since it may be a credential.
 func invalidField(h http.Header) string {
 	for k, vv := range h {
-		if !validFieldName(k) {
+		if !validFieldName(k) || !validValues(vv) {
 			return k
-		}
-		for _, v := range vv {
-			if !validFieldValue(v) {
-				return k
-			}
 		}
 	}
 	return ""
+}
+
+// validValues reports whether every one of vv passes validFieldValue.
+func validValues(vv []string) bool {
+	for _, v := range vv {
+		if !validFieldValue(v) {
+			return false
+		}
+	}
+	return true
 }
 
 // validFieldValue reports whether v has no control byte but tab (RFC 9110,

@@ -103,3 +103,69 @@ func BenchmarkValidFieldValue(b *testing.B) {
 		}
 	}
 }
+
+// A refused request must not cost the connection it was about to go out
+// on (a token that cannot be sent would otherwise open a connection per
+// request), must close its body as net/http's transport does, and must
+// never reach the upstream, even when part of a head larger than the
+// writer's buffer went out before the bad field was found.
+func TestH1KeepsTheConnectionOfARefusedRequest(t *testing.T) {
+	var received atomic.Int64
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) { received.Add(1) })
+	tr, client := h1For(t, srv)
+	get := func() {
+		t.Helper()
+		if status, _ := fetch(t, client, http.MethodGet, srv.URL+"/ok", nil); status != http.StatusOK {
+			t.Fatalf("a valid GET: status %d", status)
+		}
+	}
+	get()
+	for _, tc := range []struct {
+		name   string
+		modify func(r *http.Request)
+	}{
+		{"LF in the token", func(r *http.Request) { r.Header.Set("Authorization", "Bearer fake\nX-Injected: 1") }},
+		{"space in a name", func(r *http.Request) { r.Header["X-A B"] = []string{"1"} }},
+		{"LF in a second User-Agent", func(r *http.Request) { r.Header["User-Agent"] = []string{"app/1", "a\nb"} }},
+		{"LF in a Host field, which is not written", func(r *http.Request) { r.Header["Host"] = []string{"a\nb"} }},
+	} {
+		for _, withBody := range []bool{false, true} {
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+"/x", nil)
+			body := &closeRecorder{Reader: strings.NewReader("abc")}
+			if withBody {
+				req.Method, req.Body, req.ContentLength = http.MethodPost, body, 3
+			}
+			// A valid field that may come before the bad one.
+			req.Header["Accept"] = []string{"application/json"}
+			tc.modify(req)
+			if resp, err := tr.RoundTrip(req); err == nil {
+				resp.Body.Close()
+				t.Fatalf("%s: sent, status %d", tc.name, resp.StatusCode)
+			} else if _, ok := err.(errInvalidField); !ok {
+				t.Errorf("%s: error %v, want errInvalidField", tc.name, err)
+			}
+			if withBody && !body.closed {
+				t.Errorf("%s: the body of the refused request was not closed", tc.name)
+			}
+		}
+	}
+	get()
+	if n := conns.Load(); n != 1 {
+		t.Errorf("the refused requests cost connections: %d made, want 1", n)
+	}
+	// Half the map orders put the bad field after the large one, which
+	// fills the writer's 16 KiB buffer first.
+	for range 8 {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+"/x", nil)
+		req.Header["X-Large"] = []string{strings.Repeat("v", 20<<10)}
+		req.Header["X-Bad"] = []string{"a\r\nX-Injected: 1"}
+		if resp, err := tr.RoundTrip(req); err == nil {
+			resp.Body.Close()
+			t.Fatal("a large head with a bad field was sent")
+		}
+	}
+	get()
+	if n := received.Load(); n != 3 {
+		t.Errorf("the upstream received %d requests, want the 3 valid GETs", n)
+	}
+}
