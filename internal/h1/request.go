@@ -123,7 +123,7 @@ func writeRequest(bw *bufio.Writer, req *http.Request, buf []byte, plainHost str
 // writeChecked writes req with req.Write once its header passed
 // invalidField; nothing is written for a request refused.
 func writeChecked(bw *bufio.Writer, req *http.Request) error {
-	if k := invalidField(req.Header); k != "" {
+	if k, bad := invalidField(req.Header); bad {
 		return errInvalidField{name: k}
 	}
 	return req.Write(bw)

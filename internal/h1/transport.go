@@ -648,7 +648,7 @@ func checkOutbound(req *http.Request) error {
 		return fmt.Errorf("h1: invalid method %q", req.Method)
 	}
 	if len(req.Trailer) > 0 {
-		if k := invalidField(req.Trailer); k != "" {
+		if k, bad := invalidField(req.Trailer); bad {
 			return fmt.Errorf("h1: invalid trailer field %q", k)
 		}
 	}
@@ -667,15 +667,16 @@ type errInvalidField struct {
 func (e errInvalidField) Error() string { return fmt.Sprintf("h1: invalid header field %q", e.name) }
 
 // invalidField returns the name of the first field of h whose name is not
-// a token or whose value has a control byte other than a tab; the value
-// itself is never shown, since it may be a credential.
-func invalidField(h http.Header) string {
+// a token (the empty one included) or whose value has a control byte
+// other than a tab, and true; the value itself is never shown, since it
+// may be a credential.
+func invalidField(h http.Header) (string, bool) {
 	for k, vv := range h {
 		if !validFieldName(k) || !validValues(vv) {
-			return k
+			return k, true
 		}
 	}
-	return ""
+	return "", false
 }
 
 // validValues reports whether every one of vv passes validFieldValue.

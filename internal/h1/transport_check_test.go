@@ -35,6 +35,7 @@ func TestH1RefusesWhatNetHTTPRefusesToSend(t *testing.T) {
 		{"DEL in a value", func(r *http.Request) { r.Header["X-A"] = []string{"a\x7fb"} }},
 		{"space in a name", func(r *http.Request) { r.Header["Content-Length "] = []string{"5"} }},
 		{"colon in a name", func(r *http.Request) { r.Header["X-A: 1\r\nX-B"] = []string{"2"} }},
+		{"empty name", func(r *http.Request) { r.Header[""] = []string{"v"} }},
 		{"method not a token", func(r *http.Request) { r.Method = "GET /x HTTP/1.1\r\n" }},
 		{"LF in a trailer", func(r *http.Request) {
 			r.Method = http.MethodPost
