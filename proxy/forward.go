@@ -288,9 +288,12 @@ func removeConnectionListed(h http.Header, connection []string) bool {
 }
 
 // connectionOption reports whether a Connection token names the
-// connection's fate (keep-alive, close) rather than a header.
+// connection's fate (keep-alive, close) rather than a header. The
+// spellings servers send are compared whole first: EqualFold goes byte by
+// byte, and this runs on nearly every answer.
 func connectionOption(token string) bool {
-	return strings.EqualFold(token, "keep-alive") || strings.EqualFold(token, "close")
+	return token == "keep-alive" || token == "close" ||
+		strings.EqualFold(token, "keep-alive") || strings.EqualFold(token, "close")
 }
 
 // containsToken reports whether a comma-separated header holds token, in
