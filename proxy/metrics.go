@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,9 +24,13 @@ func (m *metrics) statusLabel(code int) string {
 // metrics are the proxy's Prometheus metrics (docs/operations.md, "Health and
 // metrics"), all of them, registered on the Registerer that Config names.
 type metrics struct {
-	codes         [600]string // strconv.Itoa of each status
-	seriesMu      sync.RWMutex
-	series        map[seriesKey]requestSeries
+	codes    [600]string // strconv.Itoa of each status
+	seriesMu sync.RWMutex
+	series   map[seriesKey]*requestSeries
+	// lastSeries is the series observe counted last: a request is nearly
+	// always of the method and status of the one before, and this spares
+	// it the lock and the map.
+	lastSeries    atomic.Pointer[requestSeries]
 	requests      *prometheus.CounterVec
 	duration      *prometheus.HistogramVec
 	inFlight      prometheus.Gauge
@@ -54,6 +59,7 @@ type seriesKey struct {
 
 // requestSeries is the counter and histogram of one method and status.
 type requestSeries struct {
+	key      seriesKey
 	count    prometheus.Counter
 	duration prometheus.Observer
 }
@@ -63,18 +69,28 @@ type requestSeries struct {
 // takes the vector's lock, twice per request (once per vector).
 func (m *metrics) observe(method string, code int, elapsed time.Duration) {
 	k := seriesKey{method, code}
+	s := m.lastSeries.Load()
+	if s == nil || s.key != k {
+		s = m.requestSeries(k)
+		m.lastSeries.Store(s)
+	}
+	s.count.Inc()
+	s.duration.Observe(elapsed.Seconds())
+}
+
+// requestSeries returns the series of k, made on first use.
+func (m *metrics) requestSeries(k seriesKey) *requestSeries {
 	m.seriesMu.RLock()
 	s, ok := m.series[k]
 	m.seriesMu.RUnlock()
 	if !ok {
-		label := m.statusLabel(code)
-		s = requestSeries{m.requests.WithLabelValues(method, label), m.duration.WithLabelValues(method, label)}
+		label := m.statusLabel(k.code)
+		s = &requestSeries{k, m.requests.WithLabelValues(k.method, label), m.duration.WithLabelValues(k.method, label)}
 		m.seriesMu.Lock()
 		m.series[k] = s // few: methods are ten labels, statuses three digits
 		m.seriesMu.Unlock()
 	}
-	s.count.Inc()
-	s.duration.Observe(elapsed.Seconds())
+	return s
 }
 
 // upstreamGauge is one of the gauges of Dinie's rate-limit headers.
@@ -128,7 +144,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for i := range m.codes {
 		m.codes[i] = strconv.Itoa(i)
 	}
-	m.series = make(map[seriesKey]requestSeries)
+	m.series = make(map[seriesKey]*requestSeries)
 	if reg == nil {
 		return m, nil
 	}
