@@ -175,7 +175,7 @@ func (a *app) handler(requests http.RoundTripper) (*proxy.Handler, error) {
 		Logger:            a.log.Named("proxy"),
 		Registerer:        a.reg,
 		ListenAddr:        a.proxyAddr.String(),
-		NewServer:         func(h http.Handler) proxy.Server { return newProxyServer(cfg.ProxyServer, h, a.log) },
+		NewServer:         a.proxyServer,
 		Intercept:         a.interception.tlsConfig(),
 		InterceptCAFile:   a.interception.caFile(),
 		Passthrough:       cfg.Intercept.Passthrough,
@@ -332,14 +332,24 @@ func standardTransport(cfg *config.Settings, dial dialFunc) *http.Transport {
 	}
 }
 
+// proxyServer is the handler's server, for the app's connections and for
+// the requests inside tunnels. Requests are recycled with the transport
+// that keeps nothing of them once it has answered, as the handler's own
+// state is (proxy.Config's RecycleRequests).
+func (a *app) proxyServer(h http.Handler) proxy.Server {
+	return newProxyServer(a.cfg.ProxyServer, a.cfg.Transport == config.HTTP1, h, a.log)
+}
+
 // newProxyServer is the server apps talk to, with the same bounds as
-// newServer's.
-func newProxyServer(kind config.Implementation, h http.Handler, log *zap.Logger) server {
+// newServer's. recycle says the handler's transport keeps nothing of a
+// request once it has answered (h1.Server's RecycleRequests).
+func newProxyServer(kind config.Implementation, recycle bool, h http.Handler, log *zap.Logger) server {
 	if kind == config.Standard {
 		return newServer(h, log)
 	}
 	return &h1.Server{
 		Handler:           h,
+		RecycleRequests:   recycle,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,

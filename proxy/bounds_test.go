@@ -220,7 +220,7 @@ func stallAfter(d time.Duration) envOption {
 		p.WriteStallTimeout = d
 		p.NewServer = func(h http.Handler) proxy.Server {
 			if e.netServer {
-				return newServer(h, true)
+				return newServer(h, true, false)
 			}
 			return &h1.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, WriteStallTimeout: d}
 		}

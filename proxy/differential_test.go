@@ -578,7 +578,7 @@ func prepareTransportCase(t *testing.T, c transportCase, useH1 bool) func() stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := serve(t, h, false)
+	p := serve(t, h, false, useH1)
 	app := &http.Transport{}
 	t.Cleanup(app.CloseIdleConnections)
 	client := &http.Client{Transport: app}

@@ -64,7 +64,7 @@ func newFastPath(t *testing.T, wrap func(http.Handler) http.Handler, recycle boo
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := serve(t, wrap(h), false)
+	p := serve(t, wrap(h), false, recycle)
 	f.app, err = net.Dial("tcp", strings.TrimPrefix(p.URL, "http://"))
 	if err != nil {
 		t.Fatal(err)

@@ -163,7 +163,7 @@ func newEnv(t testing.TB, tls bool, opts ...envOption) *env {
 	}
 	pcfg.ListenAddr = ln.Addr().String()
 	if pcfg.NewServer == nil {
-		pcfg.NewServer = func(h http.Handler) proxy.Server { return newServer(h, e.netServer) }
+		pcfg.NewServer = func(h http.Handler) proxy.Server { return newServer(h, e.netServer, pcfg.RecycleRequests) }
 	}
 	h, err := proxy.New(pcfg)
 	if err != nil {
@@ -194,27 +194,29 @@ func withTokenClock(c *tokenClock) envOption {
 }
 
 // newServer is h1.Server or net/http's, as the proxy's own tests set them
-// up.
-func newServer(h http.Handler, netServer bool) proxy.Server {
+// up; h1.Server recycles requests when the handler's transport allows it
+// (recycle: Config.RecycleRequests), as the app sets it up.
+func newServer(h http.Handler, netServer, recycle bool) proxy.Server {
 	if netServer {
 		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	}
-	return &h1.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	return &h1.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, RecycleRequests: recycle}
 }
 
 // served is the proxy as the tests reach it.
 type served struct{ URL string }
 
-// serve starts h on a loopback port, behind h1.Server or net/http's server.
-func serve(t testing.TB, h http.Handler, netServer bool) served {
+// serve starts h on a loopback port, behind h1.Server or net/http's server
+// (recycle as newServer's).
+func serve(t testing.TB, h http.Handler, netServer, recycle bool) served {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return serveOn(t, ln, h, netServer)
+	return serveOn(t, ln, h, netServer, recycle)
 }
 
-func serveOn(t testing.TB, ln net.Listener, h http.Handler, netServer bool) served {
+func serveOn(t testing.TB, ln net.Listener, h http.Handler, netServer, recycle bool) served {
 	if netServer {
 		srv := httptest.NewUnstartedServer(h)
 		srv.Listener.Close()
@@ -223,7 +225,7 @@ func serveOn(t testing.TB, ln net.Listener, h http.Handler, netServer bool) serv
 		t.Cleanup(srv.Close)
 		return served{srv.URL}
 	}
-	runServer(t, newServer(h, false), ln)
+	runServer(t, newServer(h, false, recycle), ln)
 	return served{"http://" + ln.Addr().String()}
 }
 

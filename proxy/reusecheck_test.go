@@ -63,7 +63,7 @@ func TestFastPathChecksEveryReuse(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p := serve(t, h, false)
+			p := serve(t, h, false, true)
 			app, err := net.Dial("tcp", strings.TrimPrefix(p.URL, "http://"))
 			if err != nil {
 				t.Fatal(err)
