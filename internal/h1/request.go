@@ -6,26 +6,28 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptrace"
+	"net/textproto"
 	"strconv"
 )
 
 // writeRequest writes req to bw as req.Write(bw) would, up to the order of
 // the header lines, after the checks net/http's transport makes of the
 // header before sending (invalidField): a field that could not go out as
-// it is refuses the request (errInvalidField).
+// it is refuses the request (errInvalidField), and nothing of it reaches
+// the connection.
 //
 // A request without a body (every GET), or with one of known length, is
 // written here, each line assembled in the writer's free space:
 // Request.Write formats with fmt, sorts the header keys through a pooled
 // sorter and looks for a client trace (its cost is in bench/README.md).
 // Each field is checked in the pass that writes it, before its lines go
-// into bw; a refused request has written lines that the caller drops
-// with the writer's buffer, unless the head was larger than the buffer
-// and part of it went out (errInvalidField's spoiled). Anything out of the
-// ordinary goes to req.Write itself, checked first: a body of unknown
-// length (chunked, or the probe of a zero ContentLength), Close, CONNECT,
-// an opaque URL, a method or Host that would need checking, a URL with a
-// control byte (req.Write refuses it), a client trace.
+// into bw, and a head too large for bw is checked whole before its first
+// bytes go out (headWriter): what a refused request wrote stays in bw for
+// the caller to drop. Anything out of the ordinary goes to req.Write
+// itself, checked first: a body of unknown length (chunked, or the probe
+// of a zero ContentLength), Close, CONNECT, an opaque URL, a method or
+// Host that would need checking, a URL with a control byte (req.Write
+// refuses it), a client trace.
 //
 // buf, when not nil, is where a body larger than bw's free space is read
 // into before it is written (see writeBody). plainHost, when not empty,
@@ -51,11 +53,7 @@ func writeRequest(bw *bufio.Writer, req *http.Request, buf []byte, plainHost str
 		method = http.MethodGet
 	}
 
-	// Bytes put into bw, to tell on a refusal whether any went out.
-	start, written := bw.Buffered(), 0
-	refuse := func(k string) error {
-		return errInvalidField{name: k, spoiled: bw.Buffered() != start+written}
-	}
+	w := headWriter{bw: bw, header: req.Header}
 	line := append(bw.AvailableBuffer(), method...)
 	line = append(line, ' ')
 	line = append(line, path...)
@@ -66,58 +64,94 @@ func writeRequest(bw *bufio.Writer, req *http.Request, buf []byte, plainHost str
 	line = append(line, " HTTP/1.1\r\nHost: "...)
 	line = append(line, host...)
 	line = append(line, "\r\n"...)
-	written += len(line)
-	bw.Write(line)
+	if err := w.write(line); err != nil {
+		return err
+	}
 
 	// Request.Write's rules: Go's User-Agent unless the map has the key
 	// (an empty value then means none); the body's length, or a zero one
-	// for the methods that are expected to have a body.
-	if ua, ok := req.Header["User-Agent"]; !ok {
-		const goUA = "User-Agent: Go-http-client/1.1\r\n"
-		written += len(goUA)
-		bw.WriteString(goUA)
-	} else if !validValues(ua) {
-		return refuse("User-Agent")
-	} else if len(ua) > 0 && ua[0] != "" {
-		written += writeValidField(bw, "User-Agent", ua[:1])
+	// for the methods that are expected to have a body. The User-Agent's
+	// values are checked with the others below, before any of this can go
+	// out.
+	ua, hasUA := req.Header["User-Agent"]
+	switch {
+	case !hasUA:
+		line = append(bw.AvailableBuffer(), "User-Agent: Go-http-client/1.1\r\n"...)
+	case len(ua) > 0 && ua[0] != "":
+		line = fieldLine(bw, "User-Agent", ua[0])
+	default:
+		line = bw.AvailableBuffer() // an empty User-Agent: none
 	}
 	if req.ContentLength > 0 {
-		line = append(bw.AvailableBuffer(), "Content-Length: "...)
+		line = append(line, "Content-Length: "...)
 		line = strconv.AppendInt(line, req.ContentLength, 10)
 		line = append(line, "\r\n"...)
-		written += len(line)
-		bw.Write(line)
 	} else {
 		switch method {
 		case http.MethodPost, http.MethodPut, http.MethodPatch:
-			const zero = "Content-Length: 0\r\n"
-			written += len(zero)
-			bw.WriteString(zero)
+			line = append(line, "Content-Length: 0\r\n"...)
 		}
+	}
+	if err := w.write(line); err != nil {
+		return err
 	}
 	for k, vv := range req.Header {
-		switch k {
-		case "User-Agent":
-			continue // checked and written above
-		case "Host", "Content-Length", "Transfer-Encoding", "Trailer":
-			// Written above from the request's fields, or not at all; but
-			// checked, as net/http's transport checks every field.
-			if !validFieldName(k) || !validValues(vv) {
-				return refuse(k)
-			}
-			continue
-		}
 		if !validFieldName(k) || !validValues(vv) {
-			return refuse(k)
+			return errInvalidField{name: k}
 		}
-		written += writeValidField(bw, k, vv)
+		switch k {
+		case "Host", "User-Agent", "Content-Length", "Transfer-Encoding", "Trailer":
+			continue // written above from the request's fields, or not at all
+		}
+		for _, v := range vv {
+			if err := w.write(fieldLine(bw, k, v)); err != nil {
+				return err
+			}
+		}
 	}
-	// A write error stays in bw and is the caller's Flush's to report.
-	_, err := bw.WriteString("\r\n")
+	if err := w.write(append(bw.AvailableBuffer(), "\r\n"...)); err != nil {
+		return err
+	}
 	if req.ContentLength > 0 {
 		return writeBody(bw, req.Body, req.ContentLength, buf)
 	}
-	return err
+	return nil // a write error stays in bw, for the caller's Flush
+}
+
+// headWriter writes a request's head into bw. Before a line that would
+// not fit in bw's free space, and so would send what bw holds, it checks
+// the whole header (invalidField): nothing of a request refused for a
+// field further on may reach the connection, as nothing does through
+// net/http's transport.
+type headWriter struct {
+	bw      *bufio.Writer
+	header  http.Header
+	checked bool // the whole header passed invalidField
+}
+
+func (w *headWriter) write(line []byte) error {
+	if !w.checked && len(line) > w.bw.Available() {
+		if k, bad := invalidField(w.header); bad {
+			return errInvalidField{name: k}
+		}
+		w.checked = true
+	}
+	w.bw.Write(line)
+	return nil
+}
+
+// fieldLine assembles, in bw's free space, the line of a field whose name
+// and value passed validFieldName and validFieldValue: with no CR or LF
+// inside, the value needs only its spaces and tabs trimmed (as
+// writeField's).
+func fieldLine(bw *bufio.Writer, k, v string) []byte {
+	if v != "" && (v[0] == ' ' || v[0] == '\t' || v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
+		v = textproto.TrimString(v)
+	}
+	line := append(bw.AvailableBuffer(), k...)
+	line = append(line, ": "...)
+	line = append(line, v...)
+	return append(line, "\r\n"...)
 }
 
 // writeChecked writes req with req.Write once its header passed

@@ -284,11 +284,8 @@ func (t *Transport) exchange(ctx context.Context, pc *h1conn, req *http.Request)
 		t.bodyBufs.Put(lent)
 	}
 	if refused, ok := err.(errInvalidField); ok {
-		if !w.release() {
-			refused.spoiled = true
-		} else if !refused.spoiled {
-			pc.bw.Reset(pc.conn) // drops what it had written of the head
-		}
+		pc.bw.Reset(pc.conn) // drops what it had written of the head
+		refused.spoiled = !w.release()
 		return nil, refused
 	}
 	if err != nil {
@@ -656,9 +653,9 @@ func checkOutbound(req *http.Request) error {
 }
 
 // errInvalidField is a request refused for a header field that could not
-// go out as it is (invalidField). spoiled says the connection is no longer
-// as it was: part of the request's head had gone to it, or the request's
-// end poisoned its deadline.
+// go out as it is (invalidField); nothing of it went to the connection.
+// spoiled says the connection is no longer as it was all the same: the
+// request's end poisoned its deadline.
 type errInvalidField struct {
 	name    string // never the value: it may be a credential
 	spoiled bool

@@ -73,27 +73,6 @@ func writeField(bw *bufio.Writer, k string, vv []string) {
 	}
 }
 
-// writeValidField writes the lines of a header whose name and values
-// passed validFieldName and validFieldValue, as writeField would: with no
-// CR or LF inside, a value needs only its spaces and tabs trimmed. It
-// returns the bytes written.
-func writeValidField(bw *bufio.Writer, k string, vv []string) int {
-	n := 0
-	for _, v := range vv {
-		if v != "" && (v[0] == ' ' || v[0] == '\t' || v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
-			v = textproto.TrimString(v)
-		}
-		line := bw.AvailableBuffer()
-		line = append(line, k...)
-		line = append(line, ": "...)
-		line = append(line, v...)
-		line = append(line, "\r\n"...)
-		n += len(line)
-		bw.Write(line)
-	}
-	return n
-}
-
 // needsCleaning reports whether a header value has CR or LF inside, or
 // space around it. Rare: two vectorised searches decide, far cheaper than
 // a loop over the bytes of a long value such as a bearer token
