@@ -319,11 +319,10 @@ type fastResponse struct {
 	vals [fastVals]string
 }
 
-// fastRequest is what a request read by fastReadRequest points to. A
-// server connection has one and reads each of its requests into it, its
-// header map included, which saves three allocations per request: a
-// request and all it points to are the server's again once the handler
-// has returned (Server). The Request itself is apart: only WithContext
+// fastRequest is what a request read by fastReadRequest points to. With
+// Server.RecycleRequests a connection has one and reads each of its
+// requests into it, its header map included, which saves three
+// allocations per request. The Request itself is apart: only WithContext
 // can give it its context, and that allocates it anyway.
 type fastRequest struct {
 	url    url.URL

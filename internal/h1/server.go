@@ -336,7 +336,9 @@ func (c *serverConn) serve() {
 		c.bw.Reset(nil) // the pool must not keep the connection
 		c.s.writers.Put(c.bw)
 		c.bw = nil
-		c.fr.release()
+		if c.s.RecycleRequests {
+			c.fr.release()
+		}
 	}
 }
 
