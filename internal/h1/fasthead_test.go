@@ -10,6 +10,7 @@ import (
 	"go/parser"
 	"go/token"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -570,8 +571,15 @@ func TestFastHeadAllocates(t *testing.T) {
 			return ok
 		}},
 	} {
-		if n, _ := cost(tt.raw, tt.read); n > 2 {
-			t.Errorf("%s: %.1f allocations, want 2", tt.name, n)
+		// The fewest of three runs: other goroutines of the test binary
+		// only ever add to a count.
+		n := math.Inf(1)
+		for range 3 {
+			a, _ := cost(tt.raw, tt.read)
+			n = min(n, a)
+		}
+		if n > 2 {
+			t.Errorf("%s: %.2f allocations, want 2", tt.name, n)
 		}
 	}
 }

@@ -666,7 +666,13 @@ func TestH1ServerRecycledRequestsAllocateLess(t *testing.T) {
 		for range 10 {
 			get()
 		}
-		return testing.AllocsPerRun(100, get)
+		// The fewest of three runs: other goroutines of the test binary
+		// only ever add to a count.
+		n := testing.AllocsPerRun(100, get)
+		for range 2 {
+			n = min(n, testing.AllocsPerRun(100, get))
+		}
+		return n
 	}
 	with, without := allocs(true), allocs(false)
 	t.Logf("%.1f allocations per request with RecycleRequests, %.1f without (the client's included)", with, without)
