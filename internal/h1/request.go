@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptrace"
-	"net/textproto"
 	"strconv"
 )
 
@@ -138,20 +137,6 @@ func (w *headWriter) write(line []byte) error {
 	}
 	w.bw.Write(line)
 	return nil
-}
-
-// fieldLine assembles, in bw's free space, the line of a field whose name
-// and value passed validFieldName and validFieldValue: with no CR or LF
-// inside, the value needs only its spaces and tabs trimmed (as
-// writeField's).
-func fieldLine(bw *bufio.Writer, k, v string) []byte {
-	if v != "" && (v[0] == ' ' || v[0] == '\t' || v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
-		v = textproto.TrimString(v)
-	}
-	line := append(bw.AvailableBuffer(), k...)
-	line = append(line, ": "...)
-	line = append(line, v...)
-	return append(line, "\r\n"...)
 }
 
 // writeChecked writes req with req.Write once its header passed

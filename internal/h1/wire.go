@@ -62,15 +62,22 @@ func writeField(bw *bufio.Writer, k string, vv []string) {
 	}
 	for _, v := range vv {
 		if needsCleaning(v) {
-			v = textproto.TrimString(strings.NewReplacer("\r", " ", "\n", " ").Replace(v))
+			v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v) // fieldLine trims
 		}
-		line := bw.AvailableBuffer()
-		line = append(line, k...)
-		line = append(line, ": "...)
-		line = append(line, v...)
-		line = append(line, "\r\n"...)
-		bw.Write(line)
+		bw.Write(fieldLine(bw, k, v))
 	}
+}
+
+// fieldLine assembles, in bw's free space, the line of a field whose
+// value has no CR or LF: it needs only its spaces and tabs trimmed.
+func fieldLine(bw *bufio.Writer, k, v string) []byte {
+	if v != "" && (v[0] == ' ' || v[0] == '\t' || v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
+		v = textproto.TrimString(v)
+	}
+	line := append(bw.AvailableBuffer(), k...)
+	line = append(line, ": "...)
+	line = append(line, v...)
+	return append(line, "\r\n"...)
 }
 
 // needsCleaning reports whether a header value has CR or LF inside, or
