@@ -162,7 +162,7 @@ func (a *app) handler(requests http.RoundTripper) (*proxy.Handler, error) {
 		Upstream:          cfg.UpstreamURL,
 		Tokens:            a.cache,
 		Transport:         requests,
-		RecycleRequests:   cfg.Transport == config.HTTP1,
+		RecycleRequests:   a.recycleRequests(),
 		UpstreamTimeout:   cfg.UpstreamTimeout,
 		MaxReplayBytes:    cfg.MaxReplayBytes,
 		ReplayBudgetBytes: cfg.ReplayBudgetBytes,
@@ -332,12 +332,16 @@ func standardTransport(cfg *config.Settings, dial dialFunc) *http.Transport {
 	}
 }
 
+// recycleRequests says whether the handler and its server may reuse a
+// request's memory for the next one: only behind h1's transport, which
+// keeps nothing of a request once it has answered; net/http's may still
+// be writing it then.
+func (a *app) recycleRequests() bool { return a.cfg.Transport == config.HTTP1 }
+
 // proxyServer is the handler's server, for the app's connections and for
-// the requests inside tunnels. Requests are recycled with the transport
-// that keeps nothing of them once it has answered, as the handler's own
-// state is (proxy.Config's RecycleRequests).
+// the requests inside tunnels, recycling requests as the handler does.
 func (a *app) proxyServer(h http.Handler) proxy.Server {
-	return newProxyServer(a.cfg.ProxyServer, a.cfg.Transport == config.HTTP1, h, a.log)
+	return newProxyServer(a.cfg.ProxyServer, a.recycleRequests(), h, a.log)
 }
 
 // newProxyServer is the server apps talk to, with the same bounds as
