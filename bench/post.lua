@@ -5,8 +5,8 @@ wrk.headers["Content-Type"] = "application/octet-stream"
 
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format("BENCH %d %d %d %d %d %d\n",
+  io.write(string.format("BENCH %d %d %d %d %d %d %d\n",
     summary.requests, summary.duration,
     latency:percentile(50), latency:percentile(99),
-    e.connect + e.read + e.write + e.timeout, e.status))
+    e.connect + e.read + e.write + e.timeout, e.status, latency:percentile(90)))
 end

@@ -17,6 +17,7 @@
 #   BENCH_PROXY_CPU     core for the proxy under test (1)
 #   BENCH_UPSTREAM      nginx (default) or go: what serves the fake Dinie API
 #   BENCH_SIDECAR_ARGS  extra flags for dinie-auth-proxy, e.g. "--upstream.transport standard"
+#   BENCH_SIDECAR_ENV   extra environment for dinie-auth-proxy, e.g. "GOGC=off"
 #   BENCH_TESTS         which tests, as NAME/CONNS ("get/16 get/128 post64k/16");
 #                       all five when unset
 #   BENCH_PORT_BASE     first port to try (18700)
@@ -37,6 +38,7 @@ read -ra targets <<<"${BENCH_TARGETS:-nginx haproxy sidecar}"
 load_cpu=${BENCH_LOAD_CPU:-0}
 proxy_cpu=${BENCH_PROXY_CPU:-1}
 read -ra sidecar_args <<<"${BENCH_SIDECAR_ARGS:-}"
+read -ra sidecar_env <<<"${BENCH_SIDECAR_ENV:-}"
 mode=${BENCH_MODE:-load}
 case $mode in
 load) ;;
@@ -150,7 +152,7 @@ start_sidecar() {
 		wrapper=(env GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind --collect-atstart=yes
 			"--callgrind-out-file=$tmp/callgrind.out")
 	fi
-	taskset -c "$proxy_cpu" "${wrapper[@]}" "$tmp/dinie-auth-proxy" \
+	taskset -c "$proxy_cpu" env "${sidecar_env[@]}" "${wrapper[@]}" "$tmp/dinie-auth-proxy" \
 		--upstream.url "https://127.0.0.1:$upstream_port/api/v3" --upstream.ca_file "$cert" \
 		--auth.client_id fake-bench-id --auth.client_secret fake-bench-secret \
 		--listen.proxy "127.0.0.1:$port" --listen.admin "127.0.0.1:$admin" \
@@ -251,16 +253,16 @@ run_wrk() {
 	u1=$(cpu_ticks "$upstream_pid")
 	t1=$(cpu_ticks "${pids[@]}")
 	line=$(grep '^BENCH ' <<<"$out") || die "no summary from wrk on $target: $out"
-	# BENCH requests duration_us p50_us p99_us errors non2xx
-	read -r _ req dur p50 p99 errs bad <<<"$line"
+	# BENCH requests duration_us p50_us p99_us errors non2xx p90_us
+	read -r _ req dur p50 p99 errs bad p90 <<<"$line"
 	# Whatever else ran on the two cores meanwhile (other processes, and
 	# interrupt time not charged to a process), in % of one core.
 	local other
 	other=$(awk -v a="$((a1 - a0 - (t1 - t0) - (u1 - u0) - (w1 - w0)))" -v d="$dur" -v k="$clk_tck" \
 		'BEGIN { o = a / k / (d / 1e6) * 100; printf "%d", o < 0 ? 0 : o }')
 	[ "$other" -gt "$max_other" ] && max_other=$other
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$test" "$conns" "$round" \
-		"$req" "$dur" "$p50" "$p99" "$errs" "$bad" "$((t1 - t0))" "$(hwm_kib "${pids[@]}")" "$other" >>"$results"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$test" "$conns" "$round" \
+		"$req" "$dur" "$p50" "$p99" "$errs" "$bad" "$((t1 - t0))" "$(hwm_kib "${pids[@]}")" "$other" "$p90" >>"$results"
 	say "$(awk -v r="$round" -v t="$target" -v n="$test" -v c="$conns" -v q="$req" -v d="$dur" -v p="$p99" \
 		-v pt="$((t1 - t0))" -v ut="$((u1 - u0))" -v wt="$((w1 - w0))" -v k="$clk_tck" -v o="$other" -v e="$errs" -v b="$bad" 'BEGIN {
 		s = d / 1e6
@@ -383,24 +385,25 @@ function testname(s, c) {
 {
 	key = $2 SUBSEP $3 SUBSEP $1
 	if (!(key in req)) { keys[++n] = key }
-	req[key] += $5; dur[key] += $6; p50[key] += $7; p99[key] += $8; runs[key]++
+	req[key] += $5; dur[key] += $6; p50[key] += $7; p90[key] += $14; p99[key] += $8; runs[key]++
 	errs[key] += $9 + $10; ticks[key] += $11
 	# each round on its own, for the paired ratios below
 	RR[$2, $3, $1, $4] = $5 / ($6 / 1e6); RC[$2, $3, $1, $4] = $5 ? $11 / $5 : 0; RP[$2, $3, $1, $4] = $8 / 1000
+	WD[$2, $3, $1, $4] = $7 ? $8 / $7 : 0
 	if ($4 > maxround) maxround = $4
 	if ($12 > hwm[key]) hwm[key] = $12
 	if ($13 > noise[key]) noise[key] = $13
 }
 END {
-	print "| test | conns | target | req/s | p50 ms | p99 ms | CPU s / 10k req | proxy core busy | peak RSS MiB | errors | noise |"
-	print "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+	print "| test | conns | target | req/s | p50 ms | p90 ms | p99 ms | CPU s / 10k req | proxy core busy | peak RSS MiB | errors | noise |"
+	print "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 	for (i = 1; i <= n; i++) {
 		key = keys[i]; split(key, f, SUBSEP)
 		rps = req[key] / (dur[key] / 1e6)
 		cpu = ticks[key] / k / req[key] * 10000
 		busy = ticks[key] / k / (dur[key] / 1e6) * 100
-		printf "| %s | %d | %s | %.0f | %.3f | %.3f | %.3f | %.0f%% | %.1f | %d | %d%% |\n", testname(f[1]), f[2], label(f[3]),
-			rps, p50[key] / runs[key] / 1000, p99[key] / runs[key] / 1000, cpu, busy, hwm[key] / 1024, errs[key], noise[key]
+		printf "| %s | %d | %s | %.0f | %.3f | %.3f | %.3f | %.3f | %.0f%% | %.1f | %d | %d%% |\n", testname(f[1]), f[2], label(f[3]),
+			rps, p50[key] / runs[key] / 1000, p90[key] / runs[key] / 1000, p99[key] / runs[key] / 1000, cpu, busy, hwm[key] / 1024, errs[key], noise[key]
 		R[f[1], f[2], f[3]] = rps; C[f[1], f[2], f[3]] = cpu; P99[f[1], f[2], f[3]] = p99[key] / runs[key] / 1000
 		H[f[1], f[2], f[3]] = hwm[key] / 1024
 	}
@@ -467,12 +470,27 @@ END {
 		printf "- %s: req/s %.2fx [%.2f, %.2f] %s; CPU/req %.2fx [%.2f, %.2f] %s; p99 %+.3f ms [%+.2f, %+.2f] %s\n", name,
 			rr, lr, hr, ok(rr >= 0.9), cr, lc, hc, ok(cr <= 1.15), dp, lp, hp, ok(dp <= 1)
 	}
+	# The width of each latency distribution, apart from its pace: at the
+	# same pace a wider one has the higher p99 (bench/README.md, "Later:
+	# what is left at 128 connections").
+	header = 0
+	for (a = 1; a <= 3; a++) {
+		split(it[a], w, " "); t = w[1]; c = w[2]; name = substr(it[a], length(t) + length(c) + 3)
+		m = 0
+		for (r = 1; r <= maxround; r++) {
+			if (!WD[t, c, s, r] || !WD[t, c, "nginx", r]) continue
+			m++; vs[m] = WD[t, c, s, r]; vn[m] = WD[t, c, "nginx", r]
+		}
+		if (m < 2) continue
+		if (!header) { print ""; printf "p99 over p50, median of the %d rounds (how wide the latencies spread):\n", m; print ""; header = 1 }
+		printf "- %s: dinie-auth-proxy %.2f, nginx %.2f\n", name, median(vs, m), median(vn, m)
+	}
 }' "$results" >"$table"
 
 {
 	echo
 	echo "dinie-auth-proxy $(git -C "$root" describe --always --dirty 2>/dev/null || echo '?'), $(go version | awk '{print $3}'), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print "haproxy/" $3}'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
-	echo "$(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), Linux $(uname -r); ${rounds} rounds x ${duration} s per target and test, interleaved; wrk + upstream ($upstream_kind) on cpu $load_cpu, proxy on cpu $proxy_cpu"
+	echo "$(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), Linux $(uname -r); ${rounds} rounds x ${duration} s per target and test, interleaved; wrk + upstream ($upstream_kind) on cpu $load_cpu, proxy on cpu $proxy_cpu${BENCH_SIDECAR_ENV:+; sidecar environment: $BENCH_SIDECAR_ENV}${BENCH_SIDECAR_ARGS:+; sidecar flags: $BENCH_SIDECAR_ARGS}"
 	echo
 	cat "$table"
 } | tee "${BENCH_OUT:-/dev/null}"

@@ -7,7 +7,7 @@
 //	tunnelload -url URL [-proxy URL] [-ca FILE] [-conns 16] [-duration 4s] [-new-conn] [-no-resume]
 //
 // It prints "BENCH requests duration_us p50_us p99_us errors non2xx", the
-// line bench/get.lua prints for wrk.
+// first six fields of the line bench/get.lua prints for wrk.
 package main
 
 import (
