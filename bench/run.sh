@@ -389,7 +389,7 @@ function testname(s, c) {
 	errs[key] += $9 + $10; ticks[key] += $11
 	# each round on its own, for the paired ratios below
 	RR[$2, $3, $1, $4] = $5 / ($6 / 1e6); RC[$2, $3, $1, $4] = $5 ? $11 / $5 : 0; RP[$2, $3, $1, $4] = $8 / 1000
-	WD[$2, $3, $1, $4] = $7 ? $8 / $7 : 0
+	RW[$2, $3, $1, $4] = $7 ? $8 / $7 : 0
 	if ($4 > maxround) maxround = $4
 	if ($12 > hwm[key]) hwm[key] = $12
 	if ($13 > noise[key]) noise[key] = $13
@@ -457,8 +457,13 @@ END {
 			m++
 			vr[m] = RR[t, c, s, r] / RR[t, c, "nginx", r]; vc[m] = RC[t, c, s, r] / RC[t, c, "nginx", r]
 			vp[m] = RP[t, c, s, r] - RP[t, c, "nginx", r]
+			# how wide the latencies of each side spread, apart from pace: at
+			# the same pace the wider has the higher p99 (bench/README.md,
+			# "Later: what is left at 128 connections")
+			vs[m] = RW[t, c, s, r]; vn[m] = RW[t, c, "nginx", r]
 		}
 		if (m < 2) continue
+		spreads = spreads sprintf("- %s: dinie-auth-proxy %.2f, nginx %.2f\n", name, median(vs, m), median(vn, m))
 		if (!header) { print ""; printf "Issue 24 targets, paired by round (median of the %d rounds, lowest and highest in brackets):\n", m; print ""; header = 1 }
 		lr = lc = lp = 1e9; hr = hc = hp = -1e9
 		for (i = 1; i <= m; i++) {
@@ -470,20 +475,9 @@ END {
 		printf "- %s: req/s %.2fx [%.2f, %.2f] %s; CPU/req %.2fx [%.2f, %.2f] %s; p99 %+.3f ms [%+.2f, %+.2f] %s\n", name,
 			rr, lr, hr, ok(rr >= 0.9), cr, lc, hc, ok(cr <= 1.15), dp, lp, hp, ok(dp <= 1)
 	}
-	# The width of each latency distribution, apart from its pace: at the
-	# same pace a wider one has the higher p99 (bench/README.md, "Later:
-	# what is left at 128 connections").
-	header = 0
-	for (a = 1; a <= 3; a++) {
-		split(it[a], w, " "); t = w[1]; c = w[2]; name = substr(it[a], length(t) + length(c) + 3)
-		m = 0
-		for (r = 1; r <= maxround; r++) {
-			if (!WD[t, c, s, r] || !WD[t, c, "nginx", r]) continue
-			m++; vs[m] = WD[t, c, s, r]; vn[m] = WD[t, c, "nginx", r]
-		}
-		if (m < 2) continue
-		if (!header) { print ""; printf "p99 over p50, median of the %d rounds (how wide the latencies spread):\n", m; print ""; header = 1 }
-		printf "- %s: dinie-auth-proxy %.2f, nginx %.2f\n", name, median(vs, m), median(vn, m)
+	if (spreads) {
+		print ""; printf "p99 over p50, median of the rounds (how wide the latencies spread):\n"; print ""
+		printf "%s", spreads
 	}
 }' "$results" >"$table"
 
