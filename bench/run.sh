@@ -238,7 +238,10 @@ max_other=0
 
 # run_wrk TARGET TEST CONNS PATH LUA ROUND: one measured run, one line in results.
 run_wrk() {
-	local target=$1 test=$2 conns=$3 path=$4 lua=$5 round=$6 pids out line t0 t1 u0 u1 w0 w1 a0 a1
+	local target=$1 test=$2 conns=$3 path=$4 lua=$5 round=$6 pids out line t0 t1 u0 u1 w0 w1 a0 a1 probe
+	# The machine's own speed just before, on the idle proxy core.
+	probe=$(taskset -c "$proxy_cpu" "$tmp/probe") || die "bench/probe failed"
+	probe=${probe%% *}
 	read -ra pids <<<"$(pids_of "$target")"
 	reset_hwm "${pids[@]}"
 	t0=$(cpu_ticks "${pids[@]}")
@@ -261,13 +264,14 @@ run_wrk() {
 	other=$(awk -v a="$((a1 - a0 - (t1 - t0) - (u1 - u0) - (w1 - w0)))" -v d="$dur" -v k="$clk_tck" \
 		'BEGIN { o = a / k / (d / 1e6) * 100; printf "%d", o < 0 ? 0 : o }')
 	[ "$other" -gt "$max_other" ] && max_other=$other
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$test" "$conns" "$round" \
-		"$req" "$dur" "$p50" "$p99" "$errs" "$bad" "$((t1 - t0))" "$(hwm_kib "${pids[@]}")" "$other" "$p90" >>"$results"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$test" "$conns" "$round" \
+		"$req" "$dur" "$p50" "$p99" "$errs" "$bad" "$((t1 - t0))" "$(hwm_kib "${pids[@]}")" "$other" "$p90" "$probe" >>"$results"
 	say "$(awk -v r="$round" -v t="$target" -v n="$test" -v c="$conns" -v q="$req" -v d="$dur" -v p="$p99" \
-		-v pt="$((t1 - t0))" -v ut="$((u1 - u0))" -v wt="$((w1 - w0))" -v k="$clk_tck" -v o="$other" -v e="$errs" -v b="$bad" 'BEGIN {
+		-v pt="$((t1 - t0))" -v ut="$((u1 - u0))" -v wt="$((w1 - w0))" -v k="$clk_tck" -v o="$other" -v e="$errs" -v b="$bad" \
+		-v pr="$probe" 'BEGIN {
 		s = d / 1e6
-		printf "round %s %-8s %-8s c=%-3s %8.0f req/s  p99 %7.2f ms  cpu%%: proxy %3.0f upstream %3.0f wrk %3.0f other %3.0f%s",
-			r, t, n, c, q / s, p / 1000, pt / k / s * 100, ut / k / s * 100, wt / k / s * 100, o,
+		printf "round %s %-8s %-8s c=%-3s %8.0f req/s  p99 %7.2f ms  cpu%%: proxy %3.0f upstream %3.0f wrk %3.0f other %3.0f  probe %3.0f ms%s",
+			r, t, n, c, q / s, p / 1000, pt / k / s * 100, ut / k / s * 100, wt / k / s * 100, o, pr / 1000,
 			(e + b > 0 ? "  ERRORS: " e " socket, " b " non-2xx" : "")
 	}')"
 }
@@ -280,6 +284,7 @@ install_tools
 say "building dinie-auth-proxy and the upstream"
 build_proxy "$tmp/dinie-auth-proxy" || die "go build of dinie-auth-proxy failed"
 go build -o "$tmp/upstream" ./bench/upstream || die "go build of bench/upstream failed"
+go build -o "$tmp/probe" ./bench/probe || die "go build of bench/probe failed"
 if [[ " ${targets[*]} " == *" fasthttp"* ]]; then
 	(cd bench/fasthttp && go build -o "$tmp/fasthttp" .) || die "go build of bench/fasthttp failed"
 fi
@@ -393,6 +398,7 @@ function testname(s, c) {
 	if ($4 > maxround) maxround = $4
 	if ($12 > hwm[key]) hwm[key] = $12
 	if ($13 > noise[key]) noise[key] = $13
+	if ($15 > 0) { PR[++np] = $15; if (!pmin || $15 < pmin) pmin = $15; if ($15 > pmax) pmax = $15 }
 }
 END {
 	print "| test | conns | target | req/s | p50 ms | p90 ms | p99 ms | CPU s / 10k req | proxy core busy | peak RSS MiB | errors | noise |"
@@ -479,6 +485,11 @@ END {
 		print ""; printf "p99 over p50, median of the rounds (how wide the latencies spread):\n"; print ""
 		printf "%s", spreads
 	}
+	if (np) {
+		print ""
+		printf "Machine speed: bench/probe, the same work on the proxy'"'"'s core before each run, took %.0f to %.0f ms (median %.0f): the slowest %.2fx the fastest.\n",
+			pmin / 1000, pmax / 1000, median(PR, np) / 1000, pmax / pmin
+	}
 }' "$results" >"$table"
 
 {
@@ -490,5 +501,12 @@ END {
 } | tee "${BENCH_OUT:-/dev/null}"
 if [ "$max_other" -gt 15 ]; then
 	say "WARNING: up to ${max_other}% of a core went to other work during a run: the machine was not quiet; rerun for numbers to publish"
+fi
+# Slowdowns from below the guest (a neighbour on the same physical core,
+# the clock) take no CPU that this machine can see: only the probe shows them.
+probe_spread=$(awk -F'\t' '$15 > 0 { if (!min || $15 < min) min = $15; if ($15 > max) max = $15 }
+	END { printf "%d", min ? (max / min - 1) * 100 : 0 }' "$results")
+if [ "$probe_spread" -gt 25 ]; then
+	say "WARNING: the same work took up to ${probe_spread}% longer on the proxy's core before some runs than before others: the machine was not quiet; rerun for numbers to publish"
 fi
 say "done in $((SECONDS - started)) s"
