@@ -235,6 +235,7 @@ all_busy() {
 }
 
 max_other=0
+probe_min=0 probe_max=0
 
 # run_wrk TARGET TEST CONNS PATH LUA ROUND: one measured run, one line in results.
 run_wrk() {
@@ -242,6 +243,8 @@ run_wrk() {
 	# The machine's own speed just before, on the idle proxy core.
 	probe=$(taskset -c "$proxy_cpu" "$tmp/probe") || die "bench/probe failed"
 	probe=${probe%% *}
+	((probe_min == 0 || probe < probe_min)) && probe_min=$probe
+	((probe > probe_max)) && probe_max=$probe
 	read -ra pids <<<"$(pids_of "$target")"
 	reset_hwm "${pids[@]}"
 	t0=$(cpu_ticks "${pids[@]}")
@@ -504,9 +507,8 @@ if [ "$max_other" -gt 15 ]; then
 fi
 # Slowdowns from below the guest (a neighbour on the same physical core,
 # the clock) take no CPU that this machine can see: only the probe shows them.
-probe_spread=$(awk -F'\t' '$15 > 0 { if (!min || $15 < min) min = $15; if ($15 > max) max = $15 }
-	END { printf "%d", min ? (max / min - 1) * 100 : 0 }' "$results")
-if [ "$probe_spread" -gt 25 ]; then
+if ((probe_min > 0 && (probe_max - probe_min) * 100 / probe_min > 25)); then
+	probe_spread=$(((probe_max - probe_min) * 100 / probe_min))
 	say "WARNING: the same work took up to ${probe_spread}% longer on the proxy's core before some runs than before others: the machine was not quiet; rerun for numbers to publish"
 fi
 say "done in $((SECONDS - started)) s"
