@@ -376,7 +376,7 @@ done
 # --- the table -------------------------------------------------------------------
 
 table=$tmp/table.md
-awk -F'\t' -v k="$clk_tck" -v order="${targets[*]}" '
+awk -F'\t' -v k="$clk_tck" -v order="${targets[*]}" -v pmin="$probe_min" -v pmax="$probe_max" '
 function ok(c) { return c ? "met" : "NOT MET" }
 # median of v[1..m], which it sorts (mawk has no asort)
 function median(v, m,   i, j, x) {
@@ -401,7 +401,7 @@ function testname(s, c) {
 	if ($4 > maxround) maxround = $4
 	if ($12 > hwm[key]) hwm[key] = $12
 	if ($13 > noise[key]) noise[key] = $13
-	if ($15 > 0) { PR[++np] = $15; if (!pmin || $15 < pmin) pmin = $15; if ($15 > pmax) pmax = $15 }
+	if ($15 > 0) PR[++np] = $15 # run_wrk kept the fastest and slowest
 }
 END {
 	print "| test | conns | target | req/s | p50 ms | p90 ms | p99 ms | CPU s / 10k req | proxy core busy | peak RSS MiB | errors | noise |"
